@@ -1,0 +1,31 @@
+# The two commands of the contract: `make run` and `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+CORES ?= 2
+# torch/torchvision are installed first with a pair known to work together on CPU and CUDA;
+# pyproject itself does not pin a build.
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+
+.PHONY: venv run test test-slurm tables clean
+
+$(BIN)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q $(TORCH_SPEC)
+	$(BIN)/pip install -q -e '.[metrics,workflow,test]'
+	touch $@
+
+venv: $(BIN)/.installed
+
+run: venv
+	$(BIN)/snakemake --cores $(CORES) --profile profiles/local
+
+tables: venv
+	$(BIN)/snakemake --cores $(CORES) --profile profiles/local tables
+
+test: venv
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf results .snakemake

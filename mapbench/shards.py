@@ -1,0 +1,91 @@
+"""Parquet shards: one file per job, tidy rows, provenance in the file's key-value metadata.
+
+Columns (``COLUMNS``): dataset, prior, task, sigma_y, solver, steps, iters, start, seed, image_id,
+metric, value, status. ``status`` is "ok" or names what went wrong for that image (e.g.
+"nonfinite"); set-level metrics (FID) have an empty ``image_id``.
+"""
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+import mapbench
+from mapbench.errors import UserError
+from mapbench.io import atomic_path
+
+SCHEMA = pa.schema([
+    ("dataset", pa.string()), ("prior", pa.string()), ("task", pa.string()),
+    ("sigma_y", pa.float64()), ("solver", pa.string()), ("steps", pa.int64()),
+    ("iters", pa.int64()), ("start", pa.string()), ("seed", pa.int64()),
+    ("image_id", pa.string()), ("metric", pa.string()), ("value", pa.float64()),
+    ("status", pa.string()),
+])
+COLUMNS = SCHEMA.names
+KEY = ["dataset", "prior", "task", "sigma_y", "solver", "steps", "iters", "start"]
+
+
+def provenance(**extra) -> dict[str, str]:
+    """mapbench version, git commit, torch version, host; plus whatever the caller adds."""
+    import torch
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                                cwd=Path(mapbench.__file__).parent, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    meta = {"mapbench_version": mapbench.__version__, "git_commit": commit or "unknown",
+            "torch_version": torch.__version__, "python": platform.python_version(),
+            "host": platform.node()}
+    meta.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in extra.items()})
+    return meta
+
+
+def write(rows: pd.DataFrame, path: str | Path, meta: dict[str, str]) -> Path:
+    """Write ``rows`` (the ``COLUMNS``) as a Parquet shard atomically, ``meta`` as metadata."""
+    missing = [c for c in COLUMNS if c not in rows.columns]
+    if missing:
+        raise ValueError(f"shard rows lack columns {missing}")
+    table = pa.Table.from_pandas(rows[COLUMNS], schema=SCHEMA, preserve_index=False)
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}),
+                                           **{f"mapbench.{k}".encode(): str(v).encode()
+                                              for k, v in meta.items()}})
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+    return Path(path)
+
+
+def read(path: str | Path) -> pd.DataFrame:
+    """Read and validate one shard; a bad file raises UserError naming it and the problem."""
+    path = Path(path)
+    try:
+        table = pq.read_table(path)
+    except Exception as e:  # pyarrow raises several types for truncated/foreign files
+        raise UserError(f"{path}: not a readable Parquet shard ({type(e).__name__}: {e})") from None
+    problems = check_schema(table.schema)
+    if problems:
+        raise UserError(f"{path}: {'; '.join(problems)}")
+    return table.to_pandas()
+
+
+def check_schema(schema: pa.Schema) -> list[str]:
+    """What is wrong with a shard's schema (missing columns, wrong types); empty if nothing."""
+    problems = []
+    for field in SCHEMA:
+        if field.name not in schema.names:
+            problems.append(f"missing column {field.name!r}")
+        elif not schema.field(field.name).type.equals(field.type):
+            problems.append(f"column {field.name!r} has type {schema.field(field.name).type}, "
+                            f"expected {field.type}")
+    return problems
+
+
+def metadata(path: str | Path) -> dict[str, str]:
+    """The ``mapbench.*`` key-value metadata of a shard."""
+    raw = pq.read_schema(path).metadata or {}
+    return {k.decode()[len("mapbench."):]: v.decode() for k, v in raw.items()
+            if k.startswith(b"mapbench.")}
