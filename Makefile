@@ -29,3 +29,8 @@ test: venv
 
 clean:
 	rm -rf results .snakemake
+
+# profiles/slurm against a real one-node Slurm cluster started on this machine (root; installs
+# Debian's slurm + munge if missing; stops every daemon it started). See tests/slurm/run.sh.
+test-slurm: venv
+	BIN=$(abspath $(BIN)) tests/slurm/run.sh

@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# `make test-slurm`: the slurm profile run against a real one-node Slurm cluster on loopback.
+#
+#  1. tests/slurm/cluster.sh start (installs slurm + munge if missing; fake GPUs)
+#  2. a job that fails on the cluster: snakemake must exit non-zero and print its Slurm log path
+#  3. the small test config through `snakemake --profile profiles/slurm` into a temp results dir
+#  4. the same config with `--cores` locally; shards and tables checked, and the two runs'
+#     shards compared (timing columns aside) by tests/slurm/check_results.py
+# The cluster is stopped (every daemon, by PID) on any exit. Exit status: 0 only if all passed.
+#
+# Environment: MAPBENCH_SLURM_CONFIG (default tests/slurm/config.yaml),
+# MAPBENCH_SLURM_TIMEOUT (seconds per snakemake run, default 900), MAPBENCH_SLURM_KEEP=1 keeps
+# the temp dir, MAPBENCH_SLURM_LOCAL=0 skips the local comparison run.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$ROOT"
+BIN=${BIN:-$ROOT/.venv/bin}
+CONFIG=${MAPBENCH_SLURM_CONFIG:-tests/slurm/config.yaml}
+TIMEOUT=${MAPBENCH_SLURM_TIMEOUT:-900}
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/mapbench-test-slurm.XXXXXX")
+CLUSTER=tests/slurm/cluster.sh
+START=$SECONDS
+
+log() { echo "test-slurm: $*" >&2; }
+
+cleanup() {
+    local rc=$?
+    "$CLUSTER" stop || rc=1
+    if [ "$rc" -eq 0 ] && [ "${MAPBENCH_SLURM_KEEP:-0}" != 1 ]; then
+        rm -rf "$WORK"
+    else
+        log "outputs and logs kept in $WORK"
+    fi
+    [ "$rc" -eq 0 ] && log "passed in $((SECONDS - START)) s" || log "FAILED (exit $rc)"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+"$CLUSTER" start
+export SLURM_CONF=${MAPBENCH_SLURM_DIR:-${TMPDIR:-/tmp}/mapbench-slurm}/etc/slurm.conf
+
+# What the test changes about the profile: no accounts on this cluster, a short first status
+# check, and per-run log/metadata dirs. Everything else (resources, GPU requests) is the profile's.
+SLURM_ARGS=(--profile profiles/slurm --slurm-no-account
+            --slurm-init-seconds-before-status-checks 2 --jobs 4)
+
+# -- 2. a failing cluster job must fail the run and name its log --------------------------------
+mkdir -p "$WORK/fail"
+cat >"$WORK/fail/Snakefile" <<'EOF'
+rule all:
+    input: "out.txt"
+
+rule boom:
+    output: "out.txt"
+    log: "boom.log"
+    resources: gpu=1
+    shell: "echo 'deliberate failure' >{log}; exit 3"
+EOF
+log "a failing job on the cluster"
+set +e
+timeout -k 10 120 "$BIN/snakemake" "${SLURM_ARGS[@]}" -d "$WORK/fail" -s "$WORK/fail/Snakefile" \
+    --slurm-logdir "$WORK/fail/slurm-logs" >"$WORK/fail/snakemake.out" 2>&1
+rc=$?
+set -e
+if [ "$rc" -eq 0 ] || [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
+    tail -20 "$WORK/fail/snakemake.out" >&2
+    log "a failing Slurm job gave snakemake exit $rc (want non-zero, not a timeout)"
+    exit 1
+fi
+if ! grep -q "$WORK/fail/slurm-logs/rule_boom/.*\.log" "$WORK/fail/snakemake.out"; then
+    tail -20 "$WORK/fail/snakemake.out" >&2
+    log "snakemake did not print the failed job's Slurm log path"
+    exit 1
+fi
+log "ok: exit $rc, log path printed"
+
+# -- 3. the test config through the slurm profile ------------------------------------------------
+log "$CONFIG through profiles/slurm"
+timeout -k 10 "$TIMEOUT" "$BIN/snakemake" "${SLURM_ARGS[@]}" --configfile "$CONFIG" \
+    --config results="$WORK/slurm/results" --slurm-logdir "$WORK/slurm/slurm-logs" \
+    >"$WORK/slurm.out" 2>&1 || { tail -40 "$WORK/slurm.out" >&2; log "slurm run failed"; exit 1; }
+submitted=$(grep -c "has been submitted with SLURM jobid" "$WORK/slurm.out" || true)
+log "slurm run: $submitted Slurm jobs, $((SECONDS - START)) s so far"
+[ "$submitted" -gt 0 ] || { log "no job went through Slurm"; exit 1; }
+gpu_jobs=$(grep -c "gpu=1" "$WORK/slurm.out" || true)
+log "jobs that asked for a GPU: $gpu_jobs"
+
+# -- 4. the same config locally; compare --------------------------------------------------------
+if [ "${MAPBENCH_SLURM_LOCAL:-1}" = 1 ]; then
+    log "$CONFIG locally (--cores 2) for comparison"
+    timeout -k 10 "$TIMEOUT" "$BIN/snakemake" --cores 2 --configfile "$CONFIG" \
+        --config results="$WORK/local/results" >"$WORK/local.out" 2>&1 \
+        || { tail -40 "$WORK/local.out" >&2; log "local run failed"; exit 1; }
+    "$BIN/python" tests/slurm/check_results.py "$WORK/slurm/results" --same-as "$WORK/local/results"
+else
+    "$BIN/python" tests/slurm/check_results.py "$WORK/slurm/results"
+fi
