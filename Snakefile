@@ -1,0 +1,19 @@
+# mapbench workflow: wiring only. The experiment is the config (config/README.md);
+# the rules live in workflow/rules/.
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/prior.smk"
+include: "workflow/rules/solve.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        f"{R}/metrics.parquet",
+        TABLES,
+        PLOTS,
+        FIGURES,
+    default_target: True

@@ -1,0 +1,230 @@
+# Config validation, registry checks, the job list and path helpers. Included first.
+import json
+import os
+import re
+import shlex
+import sys
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import min_version, validate
+
+min_version("8.0")
+
+validate(config, schema="../schemas/config.schema.yaml")
+
+R = config["results"].rstrip("/")
+# The mapbench CLI: the Python that runs snakemake (a venv need not be on PATH), or, with
+# --software-deployment-method conda, the environment's python (workflow/envs/mapbench.yaml).
+_CONDA = "conda" in str(getattr(workflow.deployment_settings, "deployment_method", "")).lower()
+MAPBENCH = "python -m mapbench.cli" if _CONDA else f"{shlex.quote(sys.executable)} -m mapbench.cli"
+
+
+def _fail(msg):
+    raise WorkflowError(f"config error: {msg}")
+
+
+def _check_registries():
+    """Every name in the config must be registered; fails before any job runs, naming it."""
+    from mapbench.operators import ALIASES, TASKS
+    from mapbench.priors import PRIORS
+    from mapbench.solvers import SOLVERS
+
+    for task in config["tasks"]:
+        if task not in TASKS and task not in ALIASES:
+            _fail(f"tasks: unknown task {task!r}; registered: {', '.join(TASKS)}")
+    config["tasks"] = list(dict.fromkeys(ALIASES.get(t, t) for t in config["tasks"]))
+    for name, p in config["priors"].items():
+        if p["kind"] != "gmm" and p["kind"] not in PRIORS:
+            _fail(f"priors.{name}.kind: unknown prior kind {p['kind']!r}; "
+                  f"registered: {', '.join(['gmm', *PRIORS])}")
+        if p.get("dataset") and p["dataset"] not in config["datasets"]:
+            _fail(f"priors.{name}.dataset: {p['dataset']!r} is not a configured dataset "
+                  f"({', '.join(config['datasets'])})")
+        if p["kind"] == "checkpoint" and not (p.get("path") or p.get("denoiser")):
+            _fail(f"priors.{name}: a checkpoint prior needs `denoiser` (and `consistency`) or `path`")
+    for name, s in config["solvers"].items():
+        if "rule" in s:
+            if name in SOLVERS:
+                _fail(f"solvers.{name}: `rule` given but {name!r} is a registered Python solver; "
+                      "rename the rule solver")
+            if not (Path(workflow.basedir) / "rules" / s["rule"]).is_file():
+                _fail(f"solvers.{name}.rule: no rule file workflow/rules/{s['rule']}")
+        elif name not in SOLVERS:
+            _fail(f"solvers: unknown solver {name!r}; registered: {', '.join(SOLVERS)} "
+                  "(or give `rule:` for a solver provided by a rule file)")
+        extra = set(s.get("sigma_y", [])) - set(config["sigma_y"])
+        if extra:
+            _fail(f"solvers.{name}.sigma_y: {sorted(extra)} not in the top-level sigma_y "
+                  f"{config['sigma_y']}")
+
+
+_check_registries()
+
+
+def sy(value):
+    """sigma_y as it appears in paths (the {sigma_y} wildcard): 0.0, 0.05, 0.1."""
+    return repr(float(value))
+
+
+def _jobs():
+    """Every solve job of the config: dicts of the shard KEY (strings, as in paths)."""
+    jobs = []
+    for solver, s in config["solvers"].items():
+        if not s.get("enabled", True):
+            continue
+        for dataset in config["datasets"]:
+            for prior, p in config["priors"].items():
+                if p.get("dataset", dataset) != dataset:
+                    continue
+                for task in config["tasks"]:
+                    for sigma in s.get("sigma_y", config["sigma_y"]):
+                        for start in s.get("starts", ["noise"]):
+                            if start == "warm" and float(sigma) != 0:
+                                continue  # the paper's Table 2 is noiseless only
+                            for steps, iters in s["budgets"]:
+                                jobs.append(dict(dataset=dataset, prior=prior, task=task,
+                                                 sigma_y=sy(sigma), start=start, solver=solver,
+                                                 steps=str(steps), iters=str(iters)))
+    return jobs
+
+
+JOBS = _jobs()
+PY_SOLVERS = [n for n, s in config["solvers"].items() if "rule" not in s]
+RULE_SOLVERS = {n: s["rule"] for n, s in config["solvers"].items()
+                if "rule" in s and s.get("enabled", True)}
+
+PATH = "{dataset}/{prior}/{task}/sy{sigma_y}/{start}/{solver}/s{steps}_i{iters}"
+GROUP_PATH = "{dataset}/{prior}/{task}/sy{sigma_y}/{start}"
+SHARD = f"{R}/shards/solve/{PATH}.parquet"
+IMAGES = f"{R}/images/{PATH}.npz"
+EVAL = f"{R}/shards/eval/{GROUP_PATH}.parquet"
+TABLES = [f"{R}/tables/{n}" for n in ["table1_noiseless.tex", "table2_warmstart.tex",
+                                        "table3_noisy.tex", "ablation.tex", "oracle.tex",
+                                        "all_tables.tex"]]
+FIGURES = [f"{R}/plots/{n}.png" for n in ["masks", "restored_noiseless", "restored_noisy"]]
+WEIGHTS_DIR = os.path.expanduser(config["evaluate"]["weights_dir"]).rstrip("/")
+
+
+def _alternatives(values):
+    return "|".join(re.escape(str(v)) for v in dict.fromkeys(values)) or "(?!x)x"
+
+
+wildcard_constraints:
+    dataset=_alternatives(config["datasets"]),
+    prior=_alternatives(config["priors"]),
+    task=_alternatives(config["tasks"]),
+    sigma_y=_alternatives(sy(s) for s in config["sigma_y"]),
+    start="noise|warm",
+    steps=r"\d+",
+    iters=r"\d+",
+
+
+def solve_outputs(pattern):
+    return [pattern.format(**job) for job in JOBS]
+
+
+def groups():
+    """(dataset, prior, task, sigma_y, start) groups of the job list, in order."""
+    keys = ["dataset", "prior", "task", "sigma_y", "start"]
+    return list(dict.fromkeys(tuple(j[k] for k in keys) for j in JOBS))
+
+
+def eval_outputs():
+    if not config["evaluate"]["enabled"]:
+        return []
+    keys = ["dataset", "prior", "task", "sigma_y", "start"]
+    return [EVAL.format(**dict(zip(keys, g))) for g in groups()]
+
+
+def group_images(wildcards):
+    """Every restored-image file of one evaluate group."""
+    return [IMAGES.format(**j) for j in JOBS
+            if all(j[k] == getattr(wildcards, k)
+                   for k in ["dataset", "prior", "task", "sigma_y", "start"])]
+
+
+# ---------------------------------------------------------------------------- user-supplied files
+# A file the config names (a dataset, a checkpoint) is a real input when it exists. When it does
+# not, the job depends on a `require_file` marker instead: the dry run still lists every job, and
+# the run stops at the first job that needs the file, with a message naming it and the config key.
+MISSING = {}
+
+
+def user_file(path, where):
+    path = os.path.expanduser(str(path))
+    if os.path.exists(path):
+        return path
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", where)
+    MISSING[name] = (path, where)
+    return f"{R}/missing/{name}.txt"
+
+
+def dataset_file(dataset):
+    return user_file(config["datasets"][dataset]["path"], f"datasets.{dataset}.path")
+
+
+def prior_file(prior):
+    """What `mapbench solve --prior` gets: a fitted .pt, a user file, or a checkpoint spec."""
+    p = config["priors"][prior]
+    if p.get("path"):
+        return user_file(p["path"], f"priors.{prior}.path")
+    if p["kind"] == "gmm":
+        return f"{R}/priors/{prior}.pt"
+    return f"{R}/priors/{prior}.json"
+
+
+def prior_dataset(prior):
+    return config["priors"][prior].get("dataset") or next(iter(config["datasets"]))
+
+
+def fit_priors():
+    return [n for n, p in config["priors"].items() if p["kind"] == "gmm" and not p.get("path")]
+
+
+def spec_priors():
+    return [n for n, p in config["priors"].items() if p["kind"] != "gmm" and not p.get("path")]
+
+
+def resource(rule_name, key, default):
+    return config.get("resources", {}).get(rule_name, {}).get(key, default)
+
+
+def report_options():
+    """The layout options the report commands read (tables, plots, figures, display names)."""
+    tables = dict(config["tables"])
+    display = {n: s["display"] for n, s in config["solvers"].items() if "display" in s}
+    tables["display"] = {**display, **tables.get("display", {})}
+    tables.setdefault("tasks", list(config["tasks"]))
+    datasets = {n: {"path": d["path"], "n_images": d["n_images"]} for n, d in config["datasets"].items()}
+    return json.dumps({"tables": tables, "plots": config["plots"], "figures": config["figures"],
+                       "datasets": datasets, "seed": config["seed"]})
+
+
+def hp_args(wildcards):
+    hp = config["solvers"][wildcards.solver].get("hp", {})
+    if not hp:
+        return ""
+    return "--hp " + " ".join(shlex.quote(f"{k}={json.dumps(v)}") for k, v in hp.items())
+
+
+PLOTS = [f"{R}/plots/ablation_{m}.{ext}" for m in config["plots"]["metrics"] for ext in ("png", "pdf")]
+
+
+def figure_images(wildcards=None):
+    """The restored images the figures show (configured solvers/tasks that are in the run)."""
+    figs = config["figures"]
+    want = [(t, s, sy(figs[k]["sigma_y"])) for k in ("noiseless", "noisy")
+            for t in figs[k]["tasks"] for s in figs[k]["solvers"]]
+    return [IMAGES.format(**j) for j in JOBS
+            if j["start"] == "noise" and (j["task"], j["solver"], j["sigma_y"]) in want]
+
+
+# Register every user-supplied file now, so rule require_file knows them at parse time.
+for _d in config["datasets"]:
+    dataset_file(_d)
+for _p, _spec in config["priors"].items():
+    prior_file(_p)
+    for _k in ("denoiser", "consistency"):
+        if _spec.get(_k):
+            user_file(_spec[_k], f"priors.{_p}.{_k}")

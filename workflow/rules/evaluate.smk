@@ -1,0 +1,47 @@
+# Image-quality metrics of the restored images: one job per (dataset, prior, task, sigma_y, start)
+# group, so reference features are computed once per group. Per-image rows (psnr, ssim, lpips) and
+# set-level rows (fid, fid_n; image_id "") for every (solver, steps, iters) set of the group.
+
+
+rule fetch_weights:
+    output:
+        f"{WEIGHTS_DIR}/manifest.json",
+    params:
+        mb=MAPBENCH,
+        dir=lambda w, output: os.path.dirname(output[0]),
+    conda:
+        "../envs/mapbench.yaml"
+    log:
+        f"{R}/logs/fetch_weights.log",
+    shell:
+        "{params.mb} fetch-weights --dir {params.dir} > {log} 2>&1"
+
+
+rule evaluate:
+    input:
+        images=group_images,
+        data=lambda w: dataset_file(w.dataset),
+        weights=f"{WEIGHTS_DIR}/manifest.json",
+    output:
+        EVAL,
+    params:
+        mb=MAPBENCH,
+        metrics=" ".join(config["evaluate"]["metrics"]),
+        n_images=lambda w: config["datasets"][w.dataset]["n_images"],
+        weights=lambda w, input: os.path.dirname(input.weights),
+        device=config["device"],
+    threads: resource("evaluate", "threads", 1)
+    resources:
+        mem_mb=resource("evaluate", "mem_mb", 4000),
+        runtime=resource("evaluate", "runtime", 60),
+        gpu=resource("evaluate", "gpu", 0),
+    conda:
+        "../envs/mapbench.yaml"
+    log:
+        f"{R}/logs/evaluate/{GROUP_PATH}.log",
+    benchmark:
+        f"{R}/benchmarks/evaluate/{GROUP_PATH}.tsv"
+    shell:
+        "{params.mb} evaluate --data {input.data} --n-images {params.n_images} "
+        "--images {input.images} --metrics {params.metrics} --weights-dir {params.weights} "
+        "--device {params.device} --threads {threads} --out {output} > {log} 2>&1"
