@@ -16,6 +16,10 @@ COMMANDS = [
     "fit_prior",
     "solve",
     "oracle_report",
+    "aggregate",
+    "tables",
+    "plots",
+    "figures",
 ]
 
 
