@@ -1,6 +1,9 @@
 # mapbench workflow: wiring only. The experiment is the config (config/README.md);
-# the rules live in workflow/rules/.
-configfile: "config/config.yaml"
+# the rules live in workflow/rules/. A --configfile replaces the default config as a whole
+# (snakemake would otherwise deep-merge the two); --config key=value still overrides keys.
+if not workflow.config_settings.configfiles:
+
+    configfile: "config/config.yaml"
 
 
 include: "workflow/rules/common.smk"

@@ -13,12 +13,14 @@ def load_options(text: str | None) -> dict:
     from mapbench.errors import UserError
     if not text:
         return {}
-    if Path(text).is_file():
-        return yaml.safe_load(Path(text).read_text()) or {}
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise UserError(f"--options: neither a file nor JSON ({e})") from None
+    if text.lstrip().startswith("{"):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as e:
+            raise UserError(f"--options: not valid JSON ({e})") from None
+    if not Path(text).is_file():
+        raise UserError(f"--options: no such file {text}")
+    return yaml.safe_load(Path(text).read_text()) or {}
 
 
 def run(args) -> int:

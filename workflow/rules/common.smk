@@ -14,6 +14,7 @@ min_version("8.0")
 validate(config, schema="../schemas/config.schema.yaml")
 
 R = config["results"].rstrip("/")
+RULES_DIR = Path(workflow.current_basedir)  # workflow/rules
 # The mapbench CLI: the Python that runs snakemake (a venv need not be on PATH), or, with
 # --software-deployment-method conda, the environment's python (workflow/envs/mapbench.yaml).
 _CONDA = "conda" in str(getattr(workflow.deployment_settings, "deployment_method", "")).lower()
@@ -48,7 +49,7 @@ def _check_registries():
             if name in SOLVERS:
                 _fail(f"solvers.{name}: `rule` given but {name!r} is a registered Python solver; "
                       "rename the rule solver")
-            if not (Path(workflow.basedir) / "rules" / s["rule"]).is_file():
+            if not (RULES_DIR / s["rule"]).is_file():
                 _fail(f"solvers.{name}.rule: no rule file workflow/rules/{s['rule']}")
         elif name not in SOLVERS:
             _fail(f"solvers: unknown solver {name!r}; registered: {', '.join(SOLVERS)} "

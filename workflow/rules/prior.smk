@@ -12,6 +12,9 @@ rule fit_prior:
         components=lambda w: config["priors"][w.prior]["components"],
         rank=lambda w: config["priors"][w.prior]["rank"],
         seed=lambda w: config["priors"][w.prior]["seed"],
+        extra=lambda w: " ".join(
+            f"--{k.replace('_', '-')} {config['priors'][w.prior][k]}"
+            for k in ("limit", "iters", "ode_steps") if config["priors"][w.prior].get(k) is not None),
     wildcard_constraints:
         prior=_alternatives(fit_priors()),
     threads: resource("fit_prior", "threads", 2)
@@ -28,7 +31,7 @@ rule fit_prior:
     shell:
         "{params.mb} fit-prior --data {input.data} --threads {threads} "
         "--components {params.components} --rank {params.rank} --seed {params.seed} "
-        "--out {output} > {log} 2>&1"
+        "{params.extra} --out {output} > {log} 2>&1"
 
 
 rule prior_spec:

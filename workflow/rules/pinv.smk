@@ -1,0 +1,35 @@
+# A solver as a rule: the pseudo-inverse baseline x_hat = H^T y (for the masks: the observed
+# pixels, zeros elsewhere). Switched on by a config block with `rule: pinv.smk`:
+#
+#   solvers:
+#     pinv: {rule: pinv.smk, budgets: [[1, 1]], starts: [noise]}
+#
+# Any command can stand here (another repository's code, another language) as long as it writes
+# the two outputs in the contract of `mapbench solve` (README, "Adding a solver"): a Parquet shard
+# of tidy per-image rows (mapbench.shards.COLUMNS) and an .npz of the restored images.
+
+
+rule solve_pinv:
+    input:
+        data=lambda w: dataset_file(w.dataset),
+        prior=lambda w: prior_file(w.prior),
+    output:
+        shard=SHARD.replace("{solver}", "pinv"),
+        images=IMAGES.replace("{solver}", "pinv"),
+    params:
+        n_images=lambda w: config["datasets"][w.dataset]["n_images"],
+        seed=config["seed"],
+        prior_kind=lambda w: config["priors"][w.prior]["kind"],
+    threads: 1
+    resources:
+        mem_mb=resource("solve", "mem_mb", 2000),
+        runtime=resource("solve", "runtime", 30),
+        gpu=0,
+    conda:
+        "../envs/mapbench.yaml"
+    log:
+        f"{R}/logs/solve/{PATH}.log".replace("{solver}", "pinv"),
+    benchmark:
+        f"{R}/benchmarks/solve/{PATH}.tsv".replace("{solver}", "pinv")
+    script:
+        "../scripts/pinv.py"
