@@ -38,6 +38,22 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# A small slice of the shipped dataset, so the Gaussian-mixture fit takes seconds, not minutes.
+"$BIN/python" - "$WORK/tiny.npz" <<'EOF'
+import sys
+import numpy as np
+d = np.load("data/fashion_mnist_32.npz")
+np.savez_compressed(sys.argv[1], train=d["train"][:256], train_labels=d["train_labels"][:256],
+                    test=d["test"][:8], test_labels=d["test_labels"][:8], source=d["source"])
+EOF
+cat >"$WORK/overrides.yaml" <<EOF
+datasets:
+  fashion_mnist: {path: $WORK/tiny.npz, n_images: 2}
+evaluate:
+  weights_dir: $WORK/weights
+EOF
+CONFIG_ARGS=(--configfile "$CONFIG" "$WORK/overrides.yaml" --replace-workflow-config)
+
 "$CLUSTER" start
 export SLURM_CONF=${MAPBENCH_SLURM_DIR:-${TMPDIR:-/tmp}/mapbench-slurm}/etc/slurm.conf
 
@@ -78,19 +94,33 @@ log "ok: exit $rc, log path printed"
 
 # -- 3. the test config through the slurm profile ------------------------------------------------
 log "$CONFIG through profiles/slurm"
-timeout -k 10 "$TIMEOUT" "$BIN/snakemake" "${SLURM_ARGS[@]}" --configfile "$CONFIG" \
+timeout -k 10 "$TIMEOUT" "$BIN/snakemake" "${SLURM_ARGS[@]}" "${CONFIG_ARGS[@]}" \
     --config results="$WORK/slurm/results" --slurm-logdir "$WORK/slurm/slurm-logs" \
     >"$WORK/slurm.out" 2>&1 || { tail -40 "$WORK/slurm.out" >&2; log "slurm run failed"; exit 1; }
 submitted=$(grep -c "has been submitted with SLURM jobid" "$WORK/slurm.out" || true)
 log "slurm run: $submitted Slurm jobs, $((SECONDS - START)) s so far"
 [ "$submitted" -gt 0 ] || { log "no job went through Slurm"; exit 1; }
-gpu_jobs=$(grep -c "gpu=1" "$WORK/slurm.out" || true)
-log "jobs that asked for a GPU: $gpu_jobs"
+# What Slurm itself recorded (finished jobs stay listed for MinJobAge): every job completed,
+# and solve/evaluate jobs (gpu: 1 in the profile) asked for a GPU, fit_prior (gpu: 0) did not.
+: >"$WORK/slurm-jobs.txt"
+for id in $(sed -n 's/.*submitted with SLURM jobid \([0-9]*\).*/\1/p' "$WORK/slurm.out"); do
+    scontrol show job -o "$id" >>"$WORK/slurm-jobs.txt"
+done
+not_done=$(grep -vc 'JobState=COMPLETED' "$WORK/slurm-jobs.txt" || true)
+no_gpu=$(grep -E 'Comment=rule_(solve|evaluate)' "$WORK/slurm-jobs.txt" | grep -vc 'TresPerJob=gres:gpu:1' || true)
+cpu_gpu=$(grep -E 'Comment=rule_fit_prior' "$WORK/slurm-jobs.txt" | grep -c 'gpu' || true)
+gpu_jobs=$(grep -c 'TresPerJob=gres:gpu:1' "$WORK/slurm-jobs.txt" || true)
+log "Slurm jobs: $(wc -l <"$WORK/slurm-jobs.txt"), with a GPU: $gpu_jobs"
+if [ "$not_done" -ne 0 ] || [ "$no_gpu" -ne 0 ] || [ "$cpu_gpu" -ne 0 ] || [ "$gpu_jobs" -eq 0 ]; then
+    log "Slurm's job records are wrong ($not_done not COMPLETED, $no_gpu GPU rules without a GPU," \
+        "$cpu_gpu fit_prior jobs with one); see $WORK/slurm-jobs.txt"
+    exit 1
+fi
 
 # -- 4. the same config locally; compare --------------------------------------------------------
 if [ "${MAPBENCH_SLURM_LOCAL:-1}" = 1 ]; then
     log "$CONFIG locally (--cores 2) for comparison"
-    timeout -k 10 "$TIMEOUT" "$BIN/snakemake" --cores 2 --configfile "$CONFIG" \
+    timeout -k 10 "$TIMEOUT" "$BIN/snakemake" --cores 2 "${CONFIG_ARGS[@]}" \
         --config results="$WORK/local/results" >"$WORK/local.out" 2>&1 \
         || { tail -40 "$WORK/local.out" >&2; log "local run failed"; exit 1; }
     "$BIN/python" tests/slurm/check_results.py "$WORK/slurm/results" --same-as "$WORK/local/results"
