@@ -152,7 +152,7 @@ def summarise(df: pd.DataFrame, opts: Options) -> pd.DataFrame:
         lo, hi = interval(v, opts.interval, opts.level, opts.bootstrap_resamples)
         rows.append((*key, float(v.mean()), lo, hi, len(v), False))
     set_level = df[df["image_id"] == ""]
-    counts = {tuple(r[:-2]): r[-1] for r in set_level[KEY + ["metric", "value"]].itertuples(index=False)
+    counts = {tuple(r[:-1]): r[-1] for r in set_level[KEY + ["metric", "value"]].itertuples(index=False)
               if str(r[len(KEY)]).endswith("_n")}
     for r in set_level.itertuples(index=False):
         if r.metric.endswith("_n"):
@@ -309,7 +309,10 @@ def _caption_note(opts: Options, metrics: list[str], select_by: str, fixed: bool
     parts = [f"Per-image metrics: {how}; FID-type metrics are computed on the whole image set, "
              "$n$ = images behind it."]
     if fixed:
-        parts.append("Every method at one fixed budget (steps, iters).")
+        b = opts.budget
+        what = (", ".join(f"{latex_escape(str(k))} ({v[0]},{v[1]})" for k, v in b.items())
+                if isinstance(b, dict) else f"({b[0]},{b[1]})")
+        parts.append(f"Every method at one fixed budget (steps, iters): {what}.")
     else:
         parts.append(f"Each cell is the method's best over its budget grid by "
                      f"{LABELS.get(select_by, latex_escape(select_by))}; "

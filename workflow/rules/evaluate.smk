@@ -27,7 +27,7 @@ rule evaluate:
     params:
         mb=MAPBENCH,
         metrics=" ".join(config["evaluate"]["metrics"]),
-        n_images=lambda w: config["datasets"][w.dataset]["n_images"],
+        reference_cache=f"{R}/cache/fid_reference",
         weights=lambda w, input: os.path.dirname(input.weights),
         device=config["device"],
     threads: resource("evaluate", "threads", 1)
@@ -42,6 +42,7 @@ rule evaluate:
     benchmark:
         f"{R}/benchmarks/evaluate/{GROUP_PATH}.tsv"
     shell:
-        "{params.mb} evaluate --data {input.data} --n-images {params.n_images} "
-        "--images {input.images} --metrics {params.metrics} --weights-dir {params.weights} "
+        "{params.mb} evaluate --data {input.data} --images {input.images} "
+        "--metrics {params.metrics} --weights-dir {params.weights} "
+        "--reference-cache {params.reference_cache} "
         "--device {params.device} --threads {threads} --out {output} > {log} 2>&1"
