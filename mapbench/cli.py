@@ -20,6 +20,8 @@ COMMANDS = [
     "tables",
     "plots",
     "figures",
+    "fetch_weights",
+    "evaluate",
 ]
 
 

@@ -1,0 +1,35 @@
+"""Pieces every solver shares: initial noise, re-noising, and a VJP through a network."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from mapbench.operators import randn_like_per_image
+
+
+def initial_noise(y: torch.Tensor, sigma: float, generators, x_init=None) -> torch.Tensor:
+    """``z ~ N(0, sigma^2 I)`` from per-image generators, or ``x_init`` when given (warm start)."""
+    if x_init is not None:
+        return x_init.clone()
+    return sigma * randn_like_per_image(y, generators)
+
+
+def renoise(x: torch.Tensor, sigma_next: float, sigma_floor: float, generators) -> torch.Tensor:
+    """``z ~ N(x, (sigma_next^2 - sigma_floor^2) I)`` (Algorithms 2 and 3, last line of a step)."""
+    var = sigma_next ** 2 - sigma_floor ** 2
+    if var <= 0:
+        return x
+    return x + math.sqrt(var) * randn_like_per_image(x, generators)
+
+
+def vjp(network, z: torch.Tensor, sigma: float, vector_fn):
+    """``x = network(z, sigma)`` and ``(dx/dz)^T v`` with ``v = vector_fn(x)`` computed without
+    a graph: one forward and one backward pass through the network."""
+    z = z.detach().requires_grad_(True)
+    with torch.enable_grad():
+        x = network(z, sigma)
+    with torch.no_grad():
+        v = vector_fn(x.detach())
+    (grad,) = torch.autograd.grad(x, z, v)
+    return x.detach(), grad
