@@ -11,18 +11,34 @@ from snakemake.utils import min_version, validate
 
 min_version("8.0")
 
-validate(config, schema="../schemas/config.schema.yaml")
-
-R = config["results"].rstrip("/")
 RULES_DIR = Path(workflow.current_basedir)  # workflow/rules
-# The mapbench CLI: the Python that runs snakemake (a venv need not be on PATH), or, with
-# --software-deployment-method conda, the environment's python (workflow/envs/mapbench.yaml).
-_CONDA = "conda" in str(getattr(workflow.deployment_settings, "deployment_method", "")).lower()
-MAPBENCH = "python -m mapbench.cli" if _CONDA else f"{shlex.quote(sys.executable)} -m mapbench.cli"
 
 
 def _fail(msg):
     raise WorkflowError(f"config error: {msg}")
+
+
+def _check_schema():
+    """One line naming the offending key; snakemake's validate then fills in the defaults."""
+    import jsonschema
+    import yaml
+
+    schema = yaml.safe_load((RULES_DIR.parent / "schemas" / "config.schema.yaml").read_text())
+    error = jsonschema.exceptions.best_match(
+        jsonschema.Draft202012Validator(schema).iter_errors(config))
+    if error is not None:
+        where = ".".join(str(p) for p in error.absolute_path) or "(top level)"
+        _fail(f"{where}: {error.message} (see workflow/schemas/config.schema.yaml)")
+
+
+_check_schema()
+validate(config, schema="../schemas/config.schema.yaml")
+R = config["results"].rstrip("/")
+
+# The mapbench CLI: the Python that runs snakemake (a venv need not be on PATH), or, with
+# --software-deployment-method conda, the environment's python (workflow/envs/mapbench.yaml).
+_CONDA = "conda" in str(getattr(workflow.deployment_settings, "deployment_method", "")).lower()
+MAPBENCH = "python -m mapbench.cli" if _CONDA else f"{shlex.quote(sys.executable)} -m mapbench.cli"
 
 
 def _check_registries():
@@ -38,7 +54,7 @@ def _check_registries():
     for name, p in config["priors"].items():
         if p["kind"] != "gmm" and p["kind"] not in PRIORS:
             _fail(f"priors.{name}.kind: unknown prior kind {p['kind']!r}; "
-                  f"registered: {', '.join(['gmm', *PRIORS])}")
+                  f"registered: {', '.join(dict.fromkeys(['gmm', *PRIORS]))}")
         if p.get("dataset") and p["dataset"] not in config["datasets"]:
             _fail(f"priors.{name}.dataset: {p['dataset']!r} is not a configured dataset "
                   f"({', '.join(config['datasets'])})")
