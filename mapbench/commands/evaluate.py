@@ -57,11 +57,13 @@ def read_images(path: str | Path, reference: np.ndarray) -> tuple[np.ndarray, li
 
 
 def per_image_rows(metric, name, x_hat, x, ids, device, batch_size: int = 64) -> list[tuple]:
-    """(image_id, metric, value, status) rows of one per-image metric; status flags non-finite values."""
+    """(image_id, metric, value, status) rows of one per-image metric; NaN gets status "nonfinite"
+    (an infinite PSNR, of an exact restoration, is a value)."""
     import torch
     values = torch.cat([metric(x_hat[lo:lo + batch_size].to(device), x[lo:lo + batch_size].to(device)).cpu()
                         for lo in range(0, len(x), batch_size)])
-    return [(i, name, float(v), "ok" if np.isfinite(v) else "nonfinite") for i, v in zip(ids, values.tolist())]
+    return [(i, name, float(v), "nonfinite" if np.isnan(v) else "ok")
+            for i, v in zip(ids, values.tolist())]
 
 
 def set_rows(names, feats, ref_feats) -> list[tuple]:
@@ -134,7 +136,8 @@ def run(args) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("evaluate", help="image-quality metrics (psnr, ssim, lpips, fid, ...) of restored images")
+    p = sub.add_parser("evaluate", help="image-quality metrics (psnr, ssim, lpips, fid, ...) of "
+                       "restored images")
     p.add_argument("--data", required=True, help="dataset .npz whose test split is the reference")
     p.add_argument("--images", nargs="+", required=True, help="restored-image .npz files (mapbench solve)")
     p.add_argument("--out", nargs="+", required=True,
