@@ -16,6 +16,7 @@ COMMANDS = [
     "fit_prior",
     "solve",
     "oracle_report",
+    "oracle",
     "aggregate",
     "tables",
     "plots",

@@ -124,12 +124,15 @@ class Posterior:
             starts.append(self._fixed_point(self._clamp(torch.zeros_like(self.y)), gamma))
         x = torch.stack(starts, 1).reshape(B * K, d)                          # [B K, d]
         rep = _Repeated(self, K)
+        active = torch.arange(B * K, device=x.device)        # starts still moving
         for _ in range(max_iter):
-            gamma = self.prior.responsibilities(x.view(-1, *self.shape))
-            new = rep._fixed_point(x, gamma)
-            done = (new - x).abs().max() < tol
-            x = new
-            if done:
+            sub = rep.subset(active)
+            gamma = self.prior.responsibilities(x[active].view(-1, *self.shape))
+            new = sub._fixed_point(x[active], gamma)
+            moving = (new - x[active]).abs().amax(1) >= tol
+            x[active] = new
+            active = active[moving]
+            if len(active) == 0:
                 break
         logp = rep.log_posterior(x).view(B, K)
         best = logp.argmax(1)
@@ -144,3 +147,10 @@ class _Repeated(Posterior):
         self.__dict__.update(post.__dict__)
         self.y = post.y.repeat_interleave(K, 0)
         self.log_py = post.log_py.repeat_interleave(K, 0)
+
+    def subset(self, rows: torch.Tensor) -> "_Repeated":
+        """The same posterior restricted to some rows (starts)."""
+        sub = object.__new__(_Repeated)
+        sub.__dict__.update(self.__dict__)
+        sub.y, sub.log_py = self.y[rows], self.log_py[rows]
+        return sub

@@ -57,10 +57,12 @@ class Job:
             raise UserError(f"start must be one of {STARTS}, got {self.start!r}")
 
 
-def run_batch(prior, op, x0: torch.Tensor, ids: list[str], job: Job, oracle: bool = True):
-    """Solve one batch; returns ``(x_hat, metrics)`` with ``metrics[name]`` a ``[B]`` tensor."""
+def run_batch(prior, op, x0: torch.Tensor, ids: list[str], job: Job, oracle: bool = True,
+              x_map=None, logp_map=None):
+    """Solve one batch; returns ``(x_hat, metrics)`` with ``metrics[name]`` a ``[B]`` tensor.
+    With ``oracle`` the output is scored against the exact MAP (given, or found here)."""
     solve = get_solver(job.solver, job.hp)
-    y = measure(op, x0, job.sigma_y, generators(job.seed, "y", op.name, job.sigma_y, ids=ids))
+    y = measurement(op, x0, ids, job.sigma_y, job.seed)
     gens = generators(job.seed, "solve", ids=ids)
     if job.start == "warm":
         sigmas = karras_sigmas(job.steps, sigma_max=WARM_SIGMA)
@@ -89,15 +91,28 @@ def run_batch(prior, op, x0: torch.Tensor, ids: list[str], job: Job, oracle: boo
             "peak_mem_mb": torch.full((B,), _peak_mem_mb(x0.device)),
         }
         if oracle:
-            metrics.update(oracle_metrics(prior, op, y, job.sigma_y, x_hat, x0))
+            metrics.update(oracle_metrics(prior, op, y, job.sigma_y, x_hat, x0, x_map, logp_map))
     return x_hat, {k: v.detach().double().cpu() for k, v in metrics.items()}
 
 
-def oracle_metrics(prior, op, y, sigma_y, x_hat, x0) -> dict[str, torch.Tensor]:
-    """Log-posterior gaps to the exact MAP (solver output and ground truth) and RMS distance."""
+def measurement(op, x0: torch.Tensor, ids: list[str], sigma_y: float, seed: int) -> torch.Tensor:
+    """The measurement every solver of a (task, sigma_y, seed) sees for these images."""
+    return measure(op, x0, sigma_y, generators(seed, "y", op.name, sigma_y, ids=ids))
+
+
+def exact_map(prior, op, y, sigma_y):
+    """The exact MAP ``[B, C, H, W]`` (float64) and its log-posterior ``[B]``."""
+    from mapbench.oracle import Posterior
+    return Posterior(prior, op, y, sigma_y).map()
+
+
+def oracle_metrics(prior, op, y, sigma_y, x_hat, x0, x_map=None, logp_map=None):
+    """Log-posterior gaps to the exact MAP (solver output and ground truth) and RMS distance.
+    ``x_map`` / ``logp_map`` may come precomputed (``mapbench oracle``), else they are found here."""
     from mapbench.oracle import Posterior
     post = Posterior(prior, op, y, sigma_y)
-    x_map, logp_map = post.map()
+    if x_map is None:
+        x_map, logp_map = post.map()
     finite = torch.isfinite(x_hat).flatten(1).all(1)
     x_safe = torch.where(finite[:, None, None, None], x_hat, torch.zeros_like(x_hat))
     gap = logp_map - post.log_posterior(x_safe)

@@ -35,6 +35,7 @@ def run(args) -> int:
     import torch
 
     from mapbench import shards
+    from mapbench.commands.oracle import load_map
     from mapbench.data import load_split, to_uint8
     from mapbench.operators import get_operator
     from mapbench.priors import load_prior
@@ -54,7 +55,11 @@ def run(args) -> int:
     outputs, rows = [], []
     for lo in range(0, len(x_all), args.batch_size):
         x0, batch_ids = x_all[lo:lo + args.batch_size].to(device), ids[lo:lo + args.batch_size]
-        x_hat, metrics = run_batch(prior, op, x0, batch_ids, job, oracle=oracle)
+        x_map = logp_map = None
+        if oracle and args.oracle_map:
+            x_map, logp_map = load_map(args.oracle_map, batch_ids, job.task, job.sigma_y, job.seed)
+        x_hat, metrics = run_batch(prior, op, x0, batch_ids, job, oracle=oracle, x_map=x_map,
+                                   logp_map=logp_map)
         finite = torch.isfinite(x_hat).flatten(1).all(1).cpu()
         outputs.append(x_hat.cpu())
         for name, values in metrics.items():
@@ -101,6 +106,7 @@ def register(sub) -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--hp", nargs="*", default=[], metavar="KEY=VALUE")
     p.add_argument("--no-oracle", dest="oracle", action="store_false")
+    p.add_argument("--oracle-map", default=None, help="exact MAPs from `mapbench oracle` (else found here)")
     p.add_argument("--out", required=True, help="shard .parquet")
     p.add_argument("--images-out", required=True, help="restored images .npz")
     p.set_defaults(func=run)
