@@ -24,8 +24,10 @@ START=$SECONDS
 
 log() { echo "test-slurm: $*" >&2; }
 
+exec 3>&1 4>&2   # the caller's stdout/stderr, for messages from a trap inside a redirection
 cleanup() {
     local rc=$?
+    exec 1>&3 2>&4
     "$CLUSTER" stop || rc=1
     if [ "$rc" -eq 0 ] && [ "${MAPBENCH_SLURM_KEEP:-0}" != 1 ]; then
         rm -rf "$WORK"
@@ -36,7 +38,21 @@ cleanup() {
     exit "$rc"
 }
 trap cleanup EXIT
-trap 'exit 130' INT TERM
+# On INT/TERM, stop the running snakemake (it cancels its Slurm jobs), then clean up and exit.
+CHILD=
+trap '[ -n "$CHILD" ] && kill -TERM "$CHILD" 2>/dev/null; wait; exit 130' INT TERM
+
+# bounded CMD...: run CMD under `timeout -k 10 $LIMIT`, in the background so that a signal to
+# this script is handled at once rather than after CMD ends.
+bounded() {
+    local limit=$1 rc=0
+    shift
+    timeout -k 10 "$limit" "$@" &
+    CHILD=$!
+    wait "$CHILD" || rc=$?
+    CHILD=
+    return "$rc"
+}
 
 # A small slice of the shipped dataset, so the Gaussian-mixture fit takes seconds, not minutes.
 "$BIN/python" - "$WORK/tiny.npz" <<'EOF'
@@ -54,7 +70,7 @@ evaluate:
 EOF
 CONFIG_ARGS=(--configfile "$CONFIG" "$WORK/overrides.yaml" --replace-workflow-config)
 
-"$CLUSTER" start
+"$CLUSTER" start 3>&- 4>&-   # the daemons must not hold the caller's output open
 export SLURM_CONF=${MAPBENCH_SLURM_DIR:-${TMPDIR:-/tmp}/mapbench-slurm}/etc/slurm.conf
 
 # What the test changes about the profile: no accounts on this cluster, a short first status
@@ -76,7 +92,7 @@ rule boom:
 EOF
 log "a failing job on the cluster"
 set +e
-timeout -k 10 120 "$BIN/snakemake" "${SLURM_ARGS[@]}" -d "$WORK/fail" -s "$WORK/fail/Snakefile" \
+bounded 120 "$BIN/snakemake" "${SLURM_ARGS[@]}" -d "$WORK/fail" -s "$WORK/fail/Snakefile" \
     --slurm-logdir "$WORK/fail/slurm-logs" >"$WORK/fail/snakemake.out" 2>&1
 rc=$?
 set -e
@@ -94,7 +110,7 @@ log "ok: exit $rc, log path printed"
 
 # -- 3. the test config through the slurm profile ------------------------------------------------
 log "$CONFIG through profiles/slurm"
-timeout -k 10 "$TIMEOUT" "$BIN/snakemake" "${SLURM_ARGS[@]}" "${CONFIG_ARGS[@]}" \
+bounded "$TIMEOUT" "$BIN/snakemake" "${SLURM_ARGS[@]}" "${CONFIG_ARGS[@]}" \
     --config results="$WORK/slurm/results" --slurm-logdir "$WORK/slurm/slurm-logs" \
     >"$WORK/slurm.out" 2>&1 || { tail -40 "$WORK/slurm.out" >&2; log "slurm run failed"; exit 1; }
 submitted=$(grep -c "has been submitted with SLURM jobid" "$WORK/slurm.out" || true)
@@ -120,7 +136,7 @@ fi
 # -- 4. the same config locally; compare --------------------------------------------------------
 if [ "${MAPBENCH_SLURM_LOCAL:-1}" = 1 ]; then
     log "$CONFIG locally (--cores 2) for comparison"
-    timeout -k 10 "$TIMEOUT" "$BIN/snakemake" --cores 2 "${CONFIG_ARGS[@]}" \
+    bounded "$TIMEOUT" "$BIN/snakemake" --cores 2 "${CONFIG_ARGS[@]}" \
         --config results="$WORK/local/results" >"$WORK/local.out" 2>&1 \
         || { tail -40 "$WORK/local.out" >&2; log "local run failed"; exit 1; }
     "$BIN/python" tests/slurm/check_results.py "$WORK/slurm/results" --same-as "$WORK/local/results"
