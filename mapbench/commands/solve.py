@@ -31,39 +31,74 @@ def pick_device(name: str):
     return torch.device(name)
 
 
+def runs_of(args) -> list[dict]:
+    """The (solver, steps, iters, hp, out, images_out) runs of this call: one from the flags, or
+    several from ``--runs`` (a JSON list), which share the loaded data, prior and oracle MAPs."""
+    if args.runs:
+        try:
+            runs = json.loads(args.runs)
+        except json.JSONDecodeError as e:
+            raise UserError(f"--runs is not valid JSON ({e})") from None
+        need = {"solver", "steps", "iters", "out", "images_out"}
+        for r in runs:
+            if not isinstance(r, dict) or not need <= set(r):
+                raise UserError(f"--runs: each run needs {sorted(need)}, got {r!r}")
+        return runs
+    missing = [f for f in ("solver", "steps", "iters", "out", "images_out") if getattr(args, f) is None]
+    if missing:
+        raise UserError(f"give --runs or all of {', '.join('--' + m.replace('_', '-') for m in missing)}")
+    return [{"solver": args.solver, "steps": args.steps, "iters": args.iters, "hp": parse_hp(args.hp),
+             "out": args.out, "images_out": args.images_out}]
+
+
 def run(args) -> int:
     import torch
 
-    from mapbench import shards
     from mapbench.commands.oracle import load_map
-    from mapbench.data import load_split, to_uint8
+    from mapbench.data import load_split
     from mapbench.operators import get_operator
     from mapbench.priors import load_prior
-    from mapbench.runner import Job, run_batch
+    from mapbench.runner import Job
 
     torch.set_num_threads(args.threads)
-    job = Job(args.solver, args.task, args.sigma_y, args.steps, args.iters, args.start,
-              args.seed, parse_hp(args.hp))
-    job.validate()
+    runs = runs_of(args)
+    jobs = [Job(r["solver"], args.task, args.sigma_y, int(r["steps"]), int(r["iters"]), args.start,
+                args.seed, r.get("hp") or {}) for r in runs]
+    for job in jobs:
+        job.validate()
     device = pick_device(args.device)
     x_all = load_split(args.data, "test", args.n_images)
     ids = [f"{i:05d}" for i in range(len(x_all))]
     op = get_operator(args.task, x_all.shape[-1])
     prior = load_prior(args.prior, args.prior_kind)
-    oracle = args.oracle and args.prior_kind == "gmm"
+    oracle = args.oracle and args.prior_kind == "gmm" and hasattr(op, "mask")
+    x_map = logp_map = None
+    if oracle and args.oracle_map:
+        x_map, logp_map = load_map(args.oracle_map, ids, args.task, args.sigma_y, args.seed)
+    for job, r in zip(jobs, runs):
+        solve_one(args, job, prior, op, x_all, ids, device, oracle, x_map, logp_map, r)
+    return 0
+
+
+def solve_one(args, job, prior, op, x_all, ids, device, oracle, x_map, logp_map, r) -> None:
+    """Run one job over all images in batches; write its shard and images atomically."""
+    import torch
+
+    from mapbench import shards
+    from mapbench.data import to_uint8
+    from mapbench.runner import run_batch
 
     outputs, rows = [], []
     for lo in range(0, len(x_all), args.batch_size):
-        x0, batch_ids = x_all[lo:lo + args.batch_size].to(device), ids[lo:lo + args.batch_size]
-        x_map = logp_map = None
-        if oracle and args.oracle_map:
-            x_map, logp_map = load_map(args.oracle_map, batch_ids, job.task, job.sigma_y, job.seed)
-        x_hat, metrics = run_batch(prior, op, x0, batch_ids, job, oracle=oracle, x_map=x_map,
-                                   logp_map=logp_map)
+        hi = lo + args.batch_size
+        x_hat, metrics = run_batch(prior, op, x_all[lo:hi].to(device), ids[lo:hi], job,
+                                   oracle=oracle,
+                                   x_map=None if x_map is None else x_map[lo:hi].to(device),
+                                   logp_map=None if logp_map is None else logp_map[lo:hi].to(device))
         finite = torch.isfinite(x_hat).flatten(1).all(1).cpu()
         outputs.append(x_hat.cpu())
         for name, values in metrics.items():
-            for i, image_id in enumerate(batch_ids):
+            for i, image_id in enumerate(ids[lo:hi]):
                 rows.append((image_id, name, float(values[i]), "ok" if finite[i] else "nonfinite"))
 
     key = {"dataset": args.dataset, "prior": args.prior_name, "task": job.task,
@@ -75,15 +110,14 @@ def run(args) -> int:
     meta = shards.provenance(device=str(device), hp=job.hp, key=key, data=args.data,
                              prior_file=args.prior)
     x_hat = torch.cat(outputs)
-    with atomic_path(args.images_out) as tmp:
+    with atomic_path(r["images_out"]) as tmp:
         with open(tmp, "wb") as f:
             np.savez_compressed(f, images=to_uint8(torch.nan_to_num(x_hat)),
                                 image_ids=np.array(ids), key=np.array(json.dumps(key)))
-    shards.write(frame, args.out, meta)
+    shards.write(frame, r["out"], meta)
     failed = int((frame.drop_duplicates("image_id").status != "ok").sum())
     print(f"{job.solver} {job.task} sigma_y={job.sigma_y} ({job.steps},{job.iters}) {job.start}: "
-          f"{len(ids)} images, {failed} non-finite -> {args.out}")
-    return 0
+          f"{len(ids)} images, {failed} non-finite -> {r['out']}", flush=True)
 
 
 def register(sub) -> None:
@@ -95,9 +129,9 @@ def register(sub) -> None:
     p.add_argument("--prior-kind", default="gmm")
     p.add_argument("--task", required=True)
     p.add_argument("--sigma-y", type=float, required=True)
-    p.add_argument("--solver", required=True)
-    p.add_argument("--steps", type=int, required=True)
-    p.add_argument("--iters", type=int, required=True)
+    p.add_argument("--solver")
+    p.add_argument("--steps", type=int)
+    p.add_argument("--iters", type=int)
     p.add_argument("--start", default="noise", help="noise (Algorithm 2) or warm (Table 2)")
     p.add_argument("--n-images", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=64)
@@ -107,6 +141,8 @@ def register(sub) -> None:
     p.add_argument("--hp", nargs="*", default=[], metavar="KEY=VALUE")
     p.add_argument("--no-oracle", dest="oracle", action="store_false")
     p.add_argument("--oracle-map", default=None, help="exact MAPs from `mapbench oracle` (else found here)")
-    p.add_argument("--out", required=True, help="shard .parquet")
-    p.add_argument("--images-out", required=True, help="restored images .npz")
+    p.add_argument("--out", help="shard .parquet")
+    p.add_argument("--images-out", help="restored images .npz")
+    p.add_argument("--runs", help="JSON list of {solver, steps, iters, hp, out, images_out}: "
+                                  "several jobs in one process (instead of the five flags above)")
     p.set_defaults(func=run)
