@@ -7,10 +7,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from mapbench.errors import UserError
+from mapbench.priors.checkpoint import load_checkpoint_prior
 from mapbench.priors.gmm import GMMPrior
 
 PRIORS = {
     "gmm": GMMPrior.load,
+    "checkpoint": load_checkpoint_prior,   # published weights: a spec file (or one .pkl / .pt)
 }
 
 
