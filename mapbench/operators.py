@@ -13,6 +13,7 @@ from typing import Callable
 import torch
 
 from mapbench.errors import UserError
+from mapbench.operators_linear import OPERATORS
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,12 @@ class Mask:
     def observed(self) -> torch.Tensor:
         """Flat bool index of the observed coordinates of one ``[C, H, W]`` image (per channel)."""
         return self.mask.flatten()
+
+    def svd(self):
+        """DDRM's SVD (operators_linear.SVD): V = I, singular values 1 on observed pixels."""
+        from mapbench.operators_linear import SVD
+        m = self.mask.double()
+        return SVD(m, lambda x: x, lambda c: c, lambda y: y * self.mask.to(y.device, y.dtype))
 
     def check_adjoint(self, shape, generator=None) -> float:
         """|<Hx, y> - <x, H^T y>| for random x, y (0 up to rounding for a correct adjoint)."""
@@ -100,6 +107,12 @@ def _altlines(size):
     return m
 
 
+def _random70(size):
+    """random70: 70% of the pixels missing at random, the same mask for every image (seed 70)."""
+    g = torch.Generator().manual_seed(70)
+    return torch.rand(size, size, generator=g, dtype=torch.float64) >= 0.7
+
+
 MASKS: dict[str, Callable[[int], torch.Tensor]] = {
     "box50": _box50,
     "half": _half,
@@ -107,18 +120,21 @@ MASKS: dict[str, Callable[[int], torch.Tensor]] = {
     "box25": _box25,
     "sr2x": _sr2x,
     "altlines": _altlines,
+    "random70": _random70,
 }
 ALIASES = {"alllines": "altlines"}  # the seed paper's spelling
-TASKS = list(MASKS)
+TASKS = list(MASKS) + list(OPERATORS)   # OPERATORS: blur and pooling (operators_linear.py)
 
 
-def get_operator(task: str, size: int) -> Mask:
+def get_operator(task: str, size: int):
     """Build the operator of a registered task for ``size x size`` images."""
     name = ALIASES.get(task, task)
-    if name not in MASKS:
+    if name not in TASKS:
         raise UserError(f"unknown task {task!r}; registered: {', '.join(TASKS)}")
     if size < 4:
         raise UserError(f"image size must be >= 4, got {size}")
+    if name in OPERATORS:
+        return OPERATORS[name](size)
     return Mask(name, MASKS[name](size)[None, None])
 
 
@@ -126,8 +142,10 @@ def measure(op, x: torch.Tensor, sigma_y: float, generators: list[torch.Generato
     """``y = H x + sigma_y * noise``, the noise of image i drawn from ``generators[i]``."""
     if sigma_y < 0:
         raise UserError(f"sigma_y must be >= 0, got {sigma_y}")
-    noise = randn_like_per_image(x, generators)
-    return op.H(x + sigma_y * noise)
+    if hasattr(op, "mask"):                   # zeros at the missing pixels
+        return op.H(x + sigma_y * randn_like_per_image(x, generators))
+    Hx = op.H(x)                              # blur, pooling: white noise on the measurement
+    return Hx + sigma_y * randn_like_per_image(Hx, generators)
 
 
 def randn_like_per_image(x: torch.Tensor, generators: list[torch.Generator]) -> torch.Tensor:

@@ -11,8 +11,13 @@ from mapbench.solvers import SOLVERS, get_solver
 from tests.conftest import random_gmm
 
 
+ONE_ITER = {"pgdm", "dps", "ddrm", "diffpir"}      # their budget is the number of steps
+
+
 def budget(name):
-    return (6, 1) if name == "pgdm" else (3, 2)
+    if name in ("map_ga_momentum", "map_ga_adam"):  # the map_ga loop is tested at (3, 2) already
+        return (1, 3)
+    return (6, 1) if name in ONE_ITER else (3, 2)
 
 
 @pytest.mark.parametrize("name", list(SOLVERS))

@@ -14,9 +14,15 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from mapbench.errors import UserError
+from mapbench.solvers.ddrm import ddrm
+from mapbench.solvers.diffpir import diffpir
+from mapbench.solvers.dmplug import dmplug
+from mapbench.solvers.dps import dps
 from mapbench.solvers.map_ga import map_ga
 from mapbench.solvers.map_ga_pgdm import map_ga_pgdm
 from mapbench.solvers.pgdm import pgdm
+from mapbench.solvers.red_diff import red_diff
+from mapbench.solvers.vml_map import vml_map
 
 
 @dataclass(frozen=True)
@@ -33,6 +39,14 @@ SOLVERS: dict[str, Solver] = {
     "map_ga_pgdm": Solver(map_ga_pgdm),
     "map_ga_pgdm_d": Solver(map_ga_pgdm, {"network": "denoiser"}),
     "pgdm": Solver(pgdm),
+    "map_ga_momentum": Solver(map_ga, {"optimizer": "momentum"}),
+    "map_ga_adam": Solver(map_ga, {"optimizer": "adam"}),
+    "vml_map": Solver(vml_map),
+    "dps": Solver(dps),
+    "ddrm": Solver(ddrm),
+    "diffpir": Solver(diffpir),
+    "red_diff": Solver(red_diff),
+    "dmplug": Solver(dmplug),
 }
 
 RUNNER_ARGS = {"prior", "op", "y", "sigmas", "sigma_y", "generators", "iters", "x_init"}

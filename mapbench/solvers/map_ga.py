@@ -11,7 +11,8 @@ iterations on ``log p(C(z, t) | y)`` in ``z`` (Eqs. 12, 16, 17):
 
 then ``x_eps = C(z, t)`` and ``z ~ N(x_eps, (sigma_{i-1}^2 - sigma_0^2) I)``. The learning rate
 defaults to the paper's ``sigma_y^2 + sigma_eps^2`` (Sec. 5). Variants (registry): no prior (NP:
-maximum likelihood on the data manifold) and the denoiser in place of the consistency model (D).
+maximum likelihood on the data manifold) and the denoiser in place of the consistency model (D);
+momentum and Adam in place of plain ascent (``optimizer``, the paper's Sec. 5 future work).
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import torch
 
 from mapbench.schedule import SIGMA_MIN
 from mapbench.solvers.common import initial_noise, renoise, vjp
+from mapbench.solvers.optimizers import GA, make_rule
 
 NETWORKS = ("consistency", "denoiser")
 
@@ -30,9 +32,11 @@ def network_fn(prior, network: str):
 
 
 def map_ga_steps(prior, op, y, z, sigmas, *, sigma_y, iters, lr, use_prior, network,
-                 generators) -> torch.Tensor:
-    """The loop of Algorithm 2 over the grid ``sigmas`` (``tau_n ... tau_0``); returns ``z``."""
+                 generators, rule=None) -> torch.Tensor:
+    """The loop of Algorithm 2 over the grid ``sigmas`` (``tau_n ... tau_0``); returns ``z``.
+    ``rule``: the update of Eq. 12 (optimizers.py; default plain gradient ascent with ``lr``)."""
     f = network_fn(prior, network)
+    rule = GA(lr) if rule is None else rule
     eps = SIGMA_MIN
 
     def grad_posterior(x):                                      # Eq. 17 at x = C(z, t)
@@ -43,9 +47,10 @@ def map_ga_steps(prior, op, y, z, sigmas, *, sigma_y, iters, lr, use_prior, netw
 
     sigmas = sigmas.tolist()
     for i, t in enumerate(sigmas[:-1]):
+        rule.reset()
         for _ in range(iters):
             _, grad = vjp(f, z, t, grad_posterior)             # Eq. 16
-            z = z + lr * grad                                   # Eq. 12
+            z = rule.step(z, grad)                              # Eq. 12
         with torch.no_grad():
             x = f(z, t)
         z = renoise(x, sigmas[i + 1], sigmas[-1], generators)
@@ -53,9 +58,12 @@ def map_ga_steps(prior, op, y, z, sigmas, *, sigma_y, iters, lr, use_prior, netw
 
 
 def map_ga(prior, op, y, sigmas, *, sigma_y, generators, iters, x_init=None, lr=None,
-           use_prior=True, network="consistency") -> torch.Tensor:
-    """Algorithm 2 from ``z ~ N(0, sigma_{tau_n}^2 I)`` (or ``x_init``, the Table 2 warm start)."""
+           use_prior=True, network="consistency", optimizer="ga", momentum=0.9,
+           betas=(0.9, 0.999)) -> torch.Tensor:
+    """Algorithm 2 from ``z ~ N(0, sigma_{tau_n}^2 I)`` (or ``x_init``, the Table 2 warm start).
+    ``optimizer`` (ga, momentum, adam; optimizers.py) replaces Eq. 12's plain ascent step."""
     lr = sigma_y ** 2 + SIGMA_MIN ** 2 if lr is None else lr
-    z = initial_noise(y, float(sigmas[0]), generators, x_init)
+    rule = make_rule(optimizer, lr, momentum, betas)
+    z = initial_noise(op.H_adjoint(y), float(sigmas[0]), generators, x_init)
     return map_ga_steps(prior, op, y, z, sigmas, sigma_y=sigma_y, iters=iters, lr=lr,
-                        use_prior=use_prior, network=network, generators=generators)
+                        use_prior=use_prior, network=network, generators=generators, rule=rule)
