@@ -13,8 +13,13 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 
 
+# Every shard and image file is a target too, so deleting one re-runs that job and what
+# depends on it (snakemake ignores a missing intermediate file when its consumers are current).
 rule all:
     input:
+        solve_outputs(SHARD),
+        solve_outputs(IMAGES),
+        eval_outputs(),
         f"{R}/metrics.parquet",
         TABLES,
         PLOTS,

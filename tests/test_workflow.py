@@ -89,7 +89,7 @@ def test_default_config_runs_every_registered_solver_and_task():
 def test_default_dry_run_lists_every_job():
     r = snakemake("-n", cwd=ROOT)
     assert r.returncode == 0, r.stderr
-    counts = job_counts(r.stdout)
+    counts = job_counts(r.stdout + r.stderr)
     config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
     expected = 0
     for s in config["solvers"].values():
@@ -111,7 +111,7 @@ def test_paper_dry_run_lists_the_grid_without_the_files(tmp_path):
     r = snakemake("-n", "--configfile", str(ROOT / "config" / "paper.yaml"), cwd=tmp_path,
                   register=PAPER_REGISTER)
     assert r.returncode == 0, r.stderr[-3000:]
-    counts = job_counts(r.stdout)
+    counts = job_counts(r.stdout + r.stderr)
     assert counts["solve"] == 4 * 6 * 7 * 2 + 2 * 6 * 3 * 7 + 6 * 7 * (4 + 1) == 798
     assert counts["evaluate"] == 6 * 5 == 30
     assert counts["require_file"] == 3 and counts["prior_spec"] == 1
@@ -145,8 +145,8 @@ def test_python_solver_is_picked_up_without_editing_a_rule(tmp_path):
     r = snakemake("-n", "--configfile", str(path), cwd=tmp_path, register=register)
     assert r.returncode == 0, r.stderr[-3000:]
     for task in ("box50", "sr2x"):
-        assert f"results/shards/solve/fm/gmm/{task}/sy0.1/noise/my_solver/s4_i2.parquet" in r.stdout
-    assert job_counts(r.stdout)["solve"] == 4 + 4 + 2  # map_ga 4, pgdm 4, my_solver 2
+        assert f"results/shards/solve/fm/gmm/{task}/sy0.1/noise/my_solver/s4_i2.parquet" in r.stdout + r.stderr
+    assert job_counts(r.stdout + r.stderr)["solve"] == 4 + 4 + 2  # map_ga 4, pgdm 4, my_solver 2
 
 
 def test_missing_user_file_dry_runs_then_fails_naming_it(tmp_path):
@@ -154,7 +154,7 @@ def test_missing_user_file_dry_runs_then_fails_naming_it(tmp_path):
     path = write_config(tmp_path, config)
     r = snakemake("-n", "--configfile", str(path), cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert job_counts(r.stdout)["require_file"] == 1
+    assert job_counts(r.stdout + r.stderr)["require_file"] == 1
     r = snakemake("--cores", "1", "--configfile", str(path), cwd=tmp_path)
     assert r.returncode != 0
     out = r.stdout + r.stderr
@@ -205,9 +205,9 @@ def test_deleting_a_shard_reruns_only_that_job_and_its_downstream(tiny_run):
     shard.unlink()
     r = snakemake("-n", "--configfile", str(path), cwd=work)
     assert r.returncode == 0, r.stderr
-    assert job_counts(r.stdout) == {"solve": 1, "aggregate_metrics": 1, "make_tables": 1,
+    assert job_counts(r.stdout + r.stderr) == {"solve": 1, "aggregate_metrics": 1, "make_tables": 1,
                                     "make_plots": 1, "make_figures": 1, "all": 1}
-    assert f"output: {shard.relative_to(work)}" in r.stdout
+    assert f"output: {shard.relative_to(work)}" in r.stdout + r.stderr
     r = snakemake("--cores", "2", "--configfile", str(path), cwd=work)
     assert r.returncode == 0, r.stderr[-3000:]
     assert shard.is_file()
@@ -223,7 +223,7 @@ def test_tables_target_rebuilds_reports_from_present_shards(tiny_run):
     (results / "plots" / "masks.png").unlink()
     shard = results / "shards/solve/fm/gmm/box50/sy0.0/noise/map_ga/s2_i1.parquet"
     shard.unlink()  # a missing shard is not re-run by `tables`
-    r = snakemake("--cores", "1", "--configfile", str(path), "tables", cwd=work)
+    r = snakemake("tables", "--cores", "1", "--configfile", str(path), cwd=work)
     assert r.returncode == 0, r.stderr[-3000:]
     assert job_counts(r.stderr + r.stdout) in ({"tables": 1}, {})
     assert not shard.exists()
