@@ -135,13 +135,14 @@ class UNetBlock(nn.Module):
         h = F.silu(torch.addcmul(shift, self.norm1(h), scale + 1))
         h = self.conv1(F.dropout(h, p=self.dropout, training=self.training))
         x = h + (x if self.skip is None else self.skip(x))
-        if self.num_heads:
-            B, C, H, W = x.shape
-            qkv = self.qkv(self.norm2(x)).reshape(B, self.num_heads, C // self.num_heads, 3, H * W)
-            q, k, v = (qkv[:, :, :, i].transpose(-1, -2) for i in range(3))   # [B, heads, HW, D]
-            a = F.scaled_dot_product_attention(q, k, v)                      # softmax(q k^T / sqrt(D)) v
-            x = x + self.proj(a.transpose(-1, -2).reshape(B, C, H, W))
-        return x
+        return x + self.attention(x) if self.num_heads else x
+
+    def attention(self, x):
+        B, C, H, W = x.shape
+        qkv = self.qkv(self.norm2(x)).reshape(B, self.num_heads, C // self.num_heads, 3, H * W)
+        q, k, v = (qkv[:, :, :, i].transpose(-1, -2) for i in range(3))       # [B, heads, HW, D]
+        a = F.scaled_dot_product_attention(q, k, v)                          # softmax(q k^T / sqrt(D)) v
+        return self.proj(a.transpose(-1, -2).reshape(B, C, H, W))
 
 
 class DhariwalUNet(nn.Module):

@@ -10,8 +10,9 @@ A checkpoint prior is named by a small JSON (or YAML) spec file, the file the wo
      "class_label": 207,                 # optional: one fixed class for every image (see below)
      "consistency_arch": {...}}          # optional: UNetModel arguments (default: cd_imagenet64)
 
-Relative paths are relative to the spec file. At least one of ``denoiser`` / ``consistency`` is
-needed; calling the missing one is a ``UserError``.
+Relative paths are relative to the spec file; the gmm options the workflow copies into every
+prior block (components, rank, seed, limit, iters, ode_steps, dataset) are ignored. At least one of
+``denoiser`` / ``consistency`` is needed; calling the missing one is a ``UserError``.
 
 Class labels (both published networks are class-conditional, 1000 ImageNet classes): the intended
 policy is the dataset's labels, one per image: ``prior.conditioned(labels)`` returns the same prior
@@ -32,7 +33,9 @@ from torch import nn
 from mapbench.errors import UserError
 from mapbench.schedule import SIGMA_MIN
 
-SPEC_KEYS = {"kind", "denoiser", "consistency", "class_label", "consistency_arch", "dataset"}
+SPEC_KEYS = {"kind", "denoiser", "consistency", "class_label", "consistency_arch"}
+# config keys the workflow's prior_spec rule copies in (schema defaults of other kinds): ignored
+IGNORED_KEYS = {"dataset", "components", "rank", "seed", "limit", "iters", "ode_steps"}
 
 
 def load_state_checked(module: nn.Module, tensors: dict, path, what: str) -> nn.Module:
@@ -157,7 +160,7 @@ def read_spec(path: str | Path) -> dict:
             raise UserError(f"{path}: not a JSON or YAML prior spec ({e})".replace("\n", " ")) from None
     if not isinstance(spec, dict):
         raise UserError(f"{path}: prior spec must be a mapping, got {type(spec).__name__}")
-    unknown = sorted(set(spec) - SPEC_KEYS)
+    unknown = sorted(set(spec) - SPEC_KEYS - IGNORED_KEYS)
     if unknown:
         raise UserError(f"{path}: unknown prior spec keys {unknown}; allowed: {sorted(SPEC_KEYS)}")
     if spec.get("kind", "checkpoint") != "checkpoint":

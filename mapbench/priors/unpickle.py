@@ -76,7 +76,11 @@ def _load_from_bytes(data):
         raise pickle.UnpicklingError("storage record is not bytes")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        storage = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        try:
+            storage = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise pickle.UnpicklingError("a storage record is not plain tensor data (refused by "
+                                         f"torch.load(weights_only=True): {type(e).__name__})") from None
     if not isinstance(storage, torch.storage.TypedStorage):
         raise pickle.UnpicklingError(f"storage record holds {type(storage).__name__}, not a storage")
     return storage
