@@ -94,6 +94,15 @@ def load_split(path: str | Path, split: str = "test", limit: int | None = None) 
     return from_uint8(images)
 
 
+def load_labels(path: str | Path, split: str = "test", limit: int | None = None):
+    """Class labels (0-based int64 ``[N]``) of a split, or None when the file has none."""
+    with np.load(path, allow_pickle=False) as f:
+        if f"{split}_labels" not in f:
+            return None
+        labels = f[f"{split}_labels"].astype(np.int64)
+    return labels if limit is None else labels[:limit]
+
+
 def sha256(path: str | Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

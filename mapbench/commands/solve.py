@@ -55,7 +55,7 @@ def run(args) -> int:
     import torch
 
     from mapbench.commands.oracle import load_map
-    from mapbench.data import load_split
+    from mapbench.data import load_labels, load_split
     from mapbench.operators import get_operator
     from mapbench.priors import load_prior
     from mapbench.runner import Job
@@ -68,6 +68,7 @@ def run(args) -> int:
         job.validate()
     device = pick_device(args.device)
     x_all = load_split(args.data, "test", args.n_images)
+    labels = load_labels(args.data, "test", args.n_images)
     ids = [f"{i:05d}" for i in range(len(x_all))]
     op = get_operator(args.task, x_all.shape[-1])
     prior = load_prior(args.prior, args.prior_kind)
@@ -76,12 +77,13 @@ def run(args) -> int:
     if oracle and args.oracle_map:
         x_map, logp_map = load_map(args.oracle_map, ids, args.task, args.sigma_y, args.seed)
     for job, r in zip(jobs, runs):
-        solve_one(args, job, prior, op, x_all, ids, device, oracle, x_map, logp_map, r)
+        solve_one(args, job, prior, op, x_all, labels, ids, device, oracle, x_map, logp_map, r)
     return 0
 
 
-def solve_one(args, job, prior, op, x_all, ids, device, oracle, x_map, logp_map, r) -> None:
-    """Run one job over all images in batches; write its shard and images atomically."""
+def solve_one(args, job, prior, op, x_all, labels, ids, device, oracle, x_map, logp_map, r) -> None:
+    """Run one job over all images in batches; write its shard and images atomically.
+    A class-conditional prior (``conditioned``) is bound to each batch's dataset labels."""
     import torch
 
     from mapbench import shards
@@ -91,7 +93,10 @@ def solve_one(args, job, prior, op, x_all, ids, device, oracle, x_map, logp_map,
     outputs, rows = [], []
     for lo in range(0, len(x_all), args.batch_size):
         hi = lo + args.batch_size
-        x_hat, metrics = run_batch(prior, op, x_all[lo:hi].to(device), ids[lo:hi], job,
+        batch_prior = prior
+        if hasattr(prior, "conditioned") and labels is not None:
+            batch_prior = prior.conditioned(torch.from_numpy(labels[lo:hi]).to(device))
+        x_hat, metrics = run_batch(batch_prior, op, x_all[lo:hi].to(device), ids[lo:hi], job,
                                    oracle=oracle,
                                    x_map=None if x_map is None else x_map[lo:hi].to(device),
                                    logp_map=None if logp_map is None else logp_map[lo:hi].to(device))
