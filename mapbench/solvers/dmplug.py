@@ -9,7 +9,11 @@ noise to an image, and the initial noise is optimised for the measurement:
     z* = argmin_z |y - H R(z)|^2,      x_hat = R(z*)                          (their Eq. 5)
 
 by Adam (their optimiser) on ``w = z / T`` (the unit-variance noise, so ``lr`` means what it means
-for the variance-preserving z of the paper; default 0.01... chosen on the oracle, see below).
+for the variance-preserving z of the paper). Default lr = 0.1, measured with the exact oracle (GMM
+fitted to Fashion-MNIST, 16 images, budget (20, 3), mean log-posterior gap, box50 / random70 at
+sigma_y = 0): lr 0.03: 51 / 96; lr 0.1: 36 / 60; lr 0.3: 801 / 551. DMPlug fits the measurement
+only (no prior term, no early stopping here), so with noise it fits the noise: at sigma_y = 0.1 its
+gap is above a ground-truth image's.
 The budget: ``steps x iters`` Adam updates (the same number of gradient updates as MAP-GA at that
 budget), each costing ``sampler_steps`` forward passes and VJPs. The warm start ``x_init`` is the
 initial z at T = sigmas[0].
