@@ -34,10 +34,14 @@ BUDGET = ["steps", "iters"]
 DISPLAY = {
     "map_ga": "MAP-GA", "map_ga_np": "MAP-GA(NP)", "map_ga_d": "MAP-GA(D)",
     "map_ga_d_np": "MAP-GA(D,NP)", "map_ga_pgdm": "MAP-GA-PGDM", "map_ga_pgdm_d": "MAP-GA-PGDM(D)",
-    "pgdm": "PGDM", "pinv": r"$H^\top y$",
+    "pgdm": "PGDM", "map_ga_momentum": "MAP-GA(mom.)", "map_ga_adam": "MAP-GA(Adam)",
+    "vml_map": "VML-MAP", "dps": "DPS", "ddrm": "DDRM", "diffpir": "DiffPIR", "red_diff": "RED-diff",
+    "dmplug": "DMPlug", "pinv": r"$H^\top y$",
 }
 # The paper lists the variants first and its baseline last.
-ORDER = ["map_ga_d_np", "map_ga_d", "map_ga_np", "map_ga", "map_ga_pgdm_d", "map_ga_pgdm", "pgdm"]
+ORDER = ["map_ga_d_np", "map_ga_d", "map_ga_np", "map_ga", "map_ga_momentum", "map_ga_adam",
+         "map_ga_pgdm_d", "map_ga_pgdm", "pgdm", "vml_map", "dps", "ddrm", "diffpir", "red_diff",
+         "dmplug", "pinv"]
 
 LOWER_IS_BETTER = {"fid", "kid", "lpips", "mse", "logpost_gap", "logpost_gap_gt", "map_rmse",
                    "consistency", "nfe", "seconds", "peak_mem_mb"}

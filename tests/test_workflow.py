@@ -77,28 +77,36 @@ def test_lint_is_clean():
     assert "Lints for" not in r.stdout + r.stderr
 
 
-def test_default_config_runs_every_registered_solver_and_task():
-    from mapbench.operators import TASKS
+def test_default_config_runs_every_registered_solver_and_the_papers_masks():
     from mapbench.solvers import SOLVERS
     config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
     assert set(SOLVERS) <= set(config["solvers"])
-    assert set(config["tasks"]) == set(TASKS)
+    assert set(config["tasks"]) == {"box50", "half", "expand", "box25", "sr2x", "altlines"}
     assert {0.0, 0.1} <= set(config["sigma_y"])
 
 
 def test_default_dry_run_lists_every_job():
-    r = snakemake("-n", cwd=ROOT)
-    assert r.returncode == 0, r.stderr
-    counts = job_counts(r.stdout + r.stderr)
     config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
-    expected = 0
+    expected, groups = 0, set()
     for s in config["solvers"].values():
         for sigma in s.get("sigma_y", config["sigma_y"]):
             starts = [st for st in s.get("starts", ["noise"]) if st == "noise" or sigma == 0]
             expected += len(config["tasks"]) * len(starts) * len(s["budgets"])
+            groups |= {(t, sigma, st) for t in config["tasks"] for st in starts}
+    r = snakemake("-n", "--config", "batch=job", cwd=ROOT)  # one job per shard key
+    assert r.returncode == 0, r.stderr
+    counts = job_counts(r.stdout + r.stderr)
     assert counts["solve"] == expected
     for rule in ("aggregate_metrics", "make_tables", "make_plots", "make_figures", "all"):
         assert counts[rule] == 1
+    r = snakemake("-n", "--config", "batch=group", cwd=ROOT)  # one process per group
+    assert r.returncode == 0, r.stderr
+    counts = job_counts(r.stdout + r.stderr)
+    assert "solve" not in counts
+    assert sorted(n for n in counts if n.startswith("solve_group_")) == sorted(
+        "solve_group_fashion_mnist_gmm_{}_{}_{}".format(t, repr(float(sy)).replace(".", "_"), st)
+        for t, sy, st in groups)
+    assert all(counts[n] == 1 for n in counts if n.startswith("solve_group_"))
 
 
 PAPER_REGISTER = ("import mapbench.priors as p\n"

@@ -141,10 +141,12 @@ def solve_outputs(pattern):
     return [pattern.format(**job) for job in JOBS]
 
 
+GROUP_KEYS = ["dataset", "prior", "task", "sigma_y", "start"]
+
+
 def groups():
     """(dataset, prior, task, sigma_y, start) groups of the job list, in order."""
-    keys = ["dataset", "prior", "task", "sigma_y", "start"]
-    return list(dict.fromkeys(tuple(j[k] for k in keys) for j in JOBS))
+    return list(dict.fromkeys(tuple(j[k] for k in GROUP_KEYS) for j in JOBS))
 
 
 def eval_outputs():
@@ -189,6 +191,47 @@ def prior_file(prior):
     if p["kind"] == "gmm":
         return f"{R}/priors/{prior}.pt"
     return f"{R}/priors/{prior}.json"
+
+
+def has_oracle(prior, task):
+    """The exact oracle covers Gaussian-mixture priors and the masking operators."""
+    from mapbench.operators import MASKS
+    return config["priors"][prior]["kind"] == "gmm" and task in MASKS
+
+
+ORACLE = f"{R}/oracle/{{dataset}}/{{prior}}/{{task}}/sy{{sigma_y}}.npz"
+
+
+def inputs_of(dataset, prior, task, sigma_y, **_):
+    """data, prior, and (where the oracle applies) the exact MAPs shared by all solvers."""
+    inputs = {"data": dataset_file(dataset), "prior": prior_file(prior)}
+    if has_oracle(prior, task):
+        inputs["oracle_map"] = ORACLE.format(dataset=dataset, prior=prior, task=task, sigma_y=sigma_y)
+    return inputs
+
+
+def solve_inputs(wildcards):
+    return inputs_of(**dict(wildcards.items()))
+
+
+def python_groups():
+    """(dataset, prior, task, sigma_y, start) -> that group's jobs of Python solvers, for
+    `batch: group` (one `mapbench solve --runs` process per group)."""
+    out = {}
+    for j in JOBS:
+        if j["solver"] in PY_SOLVERS:
+            out.setdefault(tuple(j[k] for k in GROUP_KEYS), []).append(j)
+    return out
+
+
+def runs_json(jobs):
+    return json.dumps([{"solver": j["solver"], "steps": int(j["steps"]), "iters": int(j["iters"]),
+                        "hp": config["solvers"][j["solver"]].get("hp", {}),
+                        "out": SHARD.format(**j), "images_out": IMAGES.format(**j)} for j in jobs])
+
+
+def oracle_flag(wildcards, input):
+    return f"--oracle-map {shlex.quote(input.oracle_map)}" if "oracle_map" in input.keys() else ""
 
 
 def prior_dataset(prior):

@@ -11,15 +11,13 @@
 
 rule solve_pinv:
     input:
-        data=lambda w: dataset_file(w.dataset),
-        prior=lambda w: prior_file(w.prior),
+        unpack(solve_inputs),
     output:
         shard=SHARD.replace("{solver}", "pinv"),
         images=IMAGES.replace("{solver}", "pinv"),
     params:
         n_images=lambda w: config["datasets"][w.dataset]["n_images"],
         seed=config["seed"],
-        prior_kind=lambda w: config["priors"][w.prior]["kind"],
     threads: 1
     resources:
         mem_mb=resource("solve", "mem_mb", 2000),

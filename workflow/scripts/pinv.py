@@ -1,7 +1,7 @@
 """The pseudo-inverse baseline x_hat = H^T y, run by rule solve_pinv (workflow/rules/pinv.smk).
 
 Writes the two files of the solver contract: a shard of per-image rows (psnr, mse, consistency,
-nfe, seconds; and, on a Gaussian-mixture prior, the exact oracle's logpost_gap, logpost_gap_gt,
+nfe, seconds; and, where rule oracle gives the exact MAPs, the exact oracle's logpost_gap, logpost_gap_gt,
 map_rmse) and the restored images. The measurement y is drawn exactly as `mapbench solve` draws
 it, so this baseline sees the same y as every other solver.
 """
@@ -16,8 +16,8 @@ import torch
 from mapbench import shards
 from mapbench.data import load_split, to_uint8
 from mapbench.io import atomic_path
-from mapbench.operators import get_operator, measure
-from mapbench.runner import generators, oracle_metrics
+from mapbench.operators import get_operator
+from mapbench.runner import measurement, oracle_metrics
 
 
 def main(sm) -> None:
@@ -27,7 +27,7 @@ def main(sm) -> None:
     ids = [f"{i:05d}" for i in range(len(x0))]
     op = get_operator(w.task, x0.shape[-1])
     t0 = time.perf_counter()
-    y = measure(op, x0, sigma_y, generators(sm.params.seed, "y", op.name, sigma_y, ids=ids))
+    y = measurement(op, x0, ids, sigma_y, int(sm.params.seed))
     x_hat = op.H_adjoint(y)
     seconds = (time.perf_counter() - t0) / len(ids)
     mse = ((x_hat.clamp(-1, 1) - x0) / 2).flatten(1).pow(2).mean(1)
@@ -35,10 +35,12 @@ def main(sm) -> None:
     metrics = {"mse": mse, "psnr": -10 * torch.log10(mse.clamp_min(1e-20)),
                "consistency": (op.H(x_hat) - y).flatten(1).pow(2).sum(1).div(m).sqrt(),
                "nfe": torch.zeros(len(ids)), "seconds": torch.full((len(ids),), seconds)}
-    if sm.params.prior_kind == "gmm":
+    if "oracle_map" in sm.input.keys():  # the exact MAPs of rule oracle (gmm prior, masks)
+        from mapbench.commands.oracle import load_map
         from mapbench.priors import load_prior
         prior = load_prior(sm.input.prior, "gmm")
-        metrics.update(oracle_metrics(prior, op, y, sigma_y, x_hat, x0))
+        x_map, logp_map = load_map(sm.input.oracle_map, ids, op.name, sigma_y, int(sm.params.seed))
+        metrics.update(oracle_metrics(prior, op, y, sigma_y, x_hat, x0, x_map, logp_map))
     key = dict(dataset=w.dataset, prior=w.prior, task=op.name, sigma_y=sigma_y, solver="pinv",
                steps=int(w.steps), iters=int(w.iters), start=w.start, seed=int(sm.params.seed))
     rows = [dict(key, image_id=i, metric=name, value=float(v[j]), status="ok")
