@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from mapbench.errors import UserError
-from mapbench.operators import TASKS, get_operator, measure
+from mapbench.operators import MASKS, get_operator, measure
 from mapbench.runner import generators
 from mapbench.schedule import karras_sigmas
 
@@ -20,7 +20,7 @@ def test_karras_rejects_bad_steps(n):
         karras_sigmas(n)
 
 
-@pytest.mark.parametrize("task", TASKS)
+@pytest.mark.parametrize("task", MASKS)
 def test_operator_adjoint_and_solve(task):
     op = get_operator(task, 32)
     assert op.check_adjoint((2, 3, 32, 32), torch.Generator().manual_seed(0)) < 1e-9
@@ -31,11 +31,11 @@ def test_operator_adjoint_and_solve(task):
 
 MISSING = {  # number of missing pixels of a 32x32 image, from each mask's definition
     "box50": 16 * 16, "box25": 8 * 8, "half": 32 * 16, "expand": 32 * 32 - 8 * 8,
-    "sr2x": 32 * 32 - 16 * 16, "altlines": 32 * 16,
+    "sr2x": 32 * 32 - 16 * 16, "altlines": 32 * 16, "random70": 707,
 }
 
 
-@pytest.mark.parametrize("task", TASKS)
+@pytest.mark.parametrize("task", MASKS)
 def test_mask_definitions(task):
     mask = get_operator(task, 32).mask[0, 0]
     assert int((~mask).sum()) == MISSING[task]

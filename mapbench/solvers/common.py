@@ -8,11 +8,12 @@ import torch
 from mapbench.operators import randn_like_per_image
 
 
-def initial_noise(y: torch.Tensor, sigma: float, generators, x_init=None) -> torch.Tensor:
-    """``z ~ N(0, sigma^2 I)`` from per-image generators, or ``x_init`` when given (warm start)."""
+def initial_noise(op, y: torch.Tensor, sigma: float, generators, x_init=None) -> torch.Tensor:
+    """``z ~ N(0, sigma^2 I)`` in image space (the shape of ``H^T y``) from per-image generators,
+    or ``x_init`` when given (warm start)."""
     if x_init is not None:
         return x_init.clone()
-    return sigma * randn_like_per_image(y, generators)
+    return sigma * randn_like_per_image(op.H_adjoint(y), generators)
 
 
 def renoise(x: torch.Tensor, sigma_next: float, sigma_floor: float, generators) -> torch.Tensor:

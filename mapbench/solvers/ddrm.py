@@ -29,7 +29,7 @@ def ddrm(prior, op, y, sigmas, *, sigma_y, generators, iters=1, x_init=None, eta
     if iters != 1:
         raise UserError(f"ddrm: iters must be 1 (its budget is the number of steps), got {iters}")
     svd = op.svd()
-    x = initial_noise(op.H_adjoint(y), float(sigmas[0]), generators, x_init)
+    x = initial_noise(op, y, float(sigmas[0]), generators, x_init)
     y_bar = svd.y_bar(y)
     sv = svd.s.to(y.device, y.dtype)
     observed = sv > 0

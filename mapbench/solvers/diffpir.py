@@ -33,7 +33,7 @@ def diffpir(prior, op, y, sigmas, *, sigma_y, generators, iters=1, x_init=None, 
     if not 0 <= zeta <= 1:
         raise UserError(f"diffpir: zeta must be in [0, 1], got {zeta}")
     sigma_n = max(sigma_y, SIGMA_MIN)
-    x = initial_noise(op.H_adjoint(y), float(sigmas[0]), generators, x_init)
+    x = initial_noise(op, y, float(sigmas[0]), generators, x_init)
     sigmas = sigmas.tolist()
     with torch.no_grad():
         for i, (t, s) in enumerate(zip(sigmas[:-1], sigmas[1:])):

@@ -40,7 +40,7 @@ def dmplug(prior, op, y, sigmas, *, sigma_y, generators, iters, x_init=None, lr=
            sampler_steps=3) -> torch.Tensor:
     T = float(sigmas[0])
     grid = karras_sigmas(sampler_steps, float(sigmas[-1]), T).tolist()
-    w = initial_noise(op.H_adjoint(y), T, generators, x_init) / T
+    w = initial_noise(op, y, T, generators, x_init) / T
     adam = Adam(lr)
     for _ in range((len(sigmas) - 1) * iters):
         w = w.detach().requires_grad_(True)

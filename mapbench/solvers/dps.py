@@ -31,7 +31,7 @@ def dps(prior, op, y, sigmas, *, sigma_y, generators, iters=1, x_init=None,
         zeta=1.0) -> torch.Tensor:
     if iters != 1:
         raise UserError(f"dps: iters must be 1 (its budget is the number of steps), got {iters}")
-    x = initial_noise(op.H_adjoint(y), float(sigmas[0]), generators, x_init)
+    x = initial_noise(op, y, float(sigmas[0]), generators, x_init)
     sigmas = sigmas.tolist()
     for t, s in zip(sigmas[:-1], sigmas[1:]):
         norm = {}

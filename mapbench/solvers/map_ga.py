@@ -64,6 +64,6 @@ def map_ga(prior, op, y, sigmas, *, sigma_y, generators, iters, x_init=None, lr=
     ``optimizer`` (ga, momentum, adam; optimizers.py) replaces Eq. 12's plain ascent step."""
     lr = sigma_y ** 2 + SIGMA_MIN ** 2 if lr is None else lr
     rule = make_rule(optimizer, lr, momentum, betas)
-    z = initial_noise(op.H_adjoint(y), float(sigmas[0]), generators, x_init)
+    z = initial_noise(op, y, float(sigmas[0]), generators, x_init)
     return map_ga_steps(prior, op, y, z, sigmas, sigma_y=sigma_y, iters=iters, lr=lr,
                         use_prior=use_prior, network=network, generators=generators, rule=rule)

@@ -18,7 +18,7 @@ def map_ga_pgdm(prior, op, y, sigmas, *, sigma_y, generators, iters, x_init=None
     T, n = float(sigmas[0]), len(sigmas) - 1
     handoff = max(sigma_y, SIGMA_MIN)
     lr = sigma_y ** 2 + SIGMA_MIN ** 2 if lr is None else lr
-    z = initial_noise(y, T, generators, x_init)
+    z = initial_noise(op, y, T, generators, x_init)
     if handoff < T:                                             # ===== MAP-GA =====
         z = map_ga_steps(prior, op, y, z, karras_sigmas(n, handoff, T), sigma_y=sigma_y,
                          iters=iters, lr=lr, use_prior=False, network=network,

@@ -45,5 +45,5 @@ def pgdm(prior, op, y, sigmas, *, sigma_y, generators, iters=1, x_init=None,
          eta=1.0) -> torch.Tensor:
     if iters != 1:
         raise UserError(f"pgdm: iters must be 1 (its budget is the number of steps), got {iters}")
-    z = initial_noise(y, float(sigmas[0]), generators, x_init)
+    z = initial_noise(op, y, float(sigmas[0]), generators, x_init)
     return pgdm_steps(prior, op, y, z, sigmas, sigma_y=sigma_y, generators=generators, eta=eta)

@@ -63,7 +63,7 @@ from mapbench.solvers.common import initial_noise, vjp
 def vml_map(prior, op, y, sigmas, *, sigma_y, generators, iters, x_init=None, lr=1.5,
             eta=0.0) -> torch.Tensor:
     eps = SIGMA_MIN
-    x = initial_noise(op.H_adjoint(y), float(sigmas[0]), generators, x_init)
+    x = initial_noise(op, y, float(sigmas[0]), generators, x_init)
     sigmas = sigmas.tolist()
     for t, s in zip(sigmas[:-1], sigmas[1:]):
         step = lr / (1 / t ** 2 + 1 / (sigma_y ** 2 + eps ** 2))
