@@ -260,7 +260,7 @@ def render(blocks: list[list[Row]], tasks: list[str], metrics: list[str], opts: 
     first = 2 + int(sigma_column)
     lines = [r"\begin{table}[ht]", r"\centering", r"\setlength{\tabcolsep}{3pt}",
              rf"\caption{{{caption}}}", rf"\label{{{label}}}",
-             r"\resizebox{\textwidth}{!}{%",
+             r"\resizebox{\ifdim\width>\linewidth\linewidth\else\width\fi}{!}{%",
              rf"\begin{{tabular}}{{l{'c' if sigma_column else ''}{'c' * (len(tasks) * len(metrics))}r}}",
              r"\toprule"]
     head = [lead_column] + ([r"$\sigma_y$"] if sigma_column else [])
