@@ -23,6 +23,10 @@ COMMANDS = [
     "figures",
     "fetch_weights",
     "evaluate",
+    "fetch_data",
+    "train_denoiser",
+    "distill_consistency",
+    "sample_prior",
 ]
 
 

@@ -9,10 +9,12 @@ from pathlib import Path
 from mapbench.errors import UserError
 from mapbench.priors.checkpoint import load_checkpoint_prior
 from mapbench.priors.gmm import GMMPrior
+from mapbench.priors.learned import load_learned_prior
 
 PRIORS = {
     "gmm": GMMPrior.load,
     "checkpoint": load_checkpoint_prior,   # published weights: a spec file (or one .pkl / .pt)
+    "edm_unet": load_learned_prior,        # trained by the workflow: a spec file or a denoiser .pt
 }
 
 
