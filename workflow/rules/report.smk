@@ -15,14 +15,12 @@ rule aggregate_metrics:
         solve_outputs(SHARD) + eval_outputs(),
     output:
         f"{R}/metrics.parquet",
-    params:
-        mb=MAPBENCH,
     conda:
         "../envs/mapbench.yaml"
     log:
         f"{R}/logs/aggregate_metrics.log",
-    shell:
-        "{params.mb} aggregate {input} --out {output} > {log} 2>&1"
+    script:
+        "../scripts/aggregate.py"
 
 
 rule make_tables:
