@@ -83,8 +83,9 @@ def main(argv=None) -> int:
         print(json.dumps(one(*args.one)))
         return 0
     sys.path.insert(0, str(HERE))
-    from common import machine_note, to_markdown, write_results
+    from common import machine_note, threads, to_markdown, write_results
 
+    threads(1)                                         # as in the child processes
     note = machine_note()
     t_start = time.perf_counter()
     rows, md = [], []
