@@ -27,6 +27,7 @@ COMMANDS = [
     "train_denoiser",
     "distill_consistency",
     "sample_prior",
+    "check",
 ]
 
 
@@ -44,10 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args) or 0
-    except (UserError, FileNotFoundError) as e:
+    except (UserError, OSError) as e:  # OSError: unreadable input, disk full, read-only output
         if args.debug:
             raise
-        print(f"mapbench {args.command}: error: {e}", file=sys.stderr)
+        print(f"mapbench {args.command}: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
 
 

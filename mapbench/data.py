@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -85,7 +86,7 @@ def load_split(path: str | Path, split: str = "test", limit: int | None = None) 
             images = f[split]
     except KeyError:
         raise UserError(f"{path}: has no split {split!r}") from None
-    except (ValueError, OSError) as e:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:  # truncated: BadZipFile
         raise UserError(f"{path}: not a readable dataset .npz ({e})") from None
     if images.dtype != np.uint8 or images.ndim != 4:
         raise UserError(f"{path}: split {split!r} must be uint8 [N, C, H, W], got {images.dtype} {images.shape}")

@@ -15,8 +15,11 @@ def atomic_path(target: str | os.PathLike):
     failed job never leaves a partial output behind.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as e:
+        raise write_error(e, target) from e
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
@@ -24,7 +27,15 @@ def atomic_path(target: str | os.PathLike):
         yield Path(tmp)
         os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.errno is not None:
+            raise write_error(e, target) from e
         raise
+
+
+def write_error(e: OSError, target: Path) -> OSError:
+    """The same error (its errno, hence its OSError subclass) naming ``target``, not the temporary
+    file: disk full, read-only file system, permission denied."""
+    return OSError(e.errno, f"cannot write {target}: {os.strerror(e.errno)}")

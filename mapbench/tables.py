@@ -155,6 +155,10 @@ def summarise(df: pd.DataFrame, opts: Options) -> pd.DataFrame:
         v = g["value"].to_numpy(float)
         lo, hi = interval(v, opts.interval, opts.level, opts.bootstrap_resamples)
         rows.append((*key, float(v.mean()), lo, hi, len(v), False))
+    seen = {tuple(r[:len(KEY) + 1]) for r in rows}
+    for key in per_image[~ok][KEY + ["metric"]].drop_duplicates().itertuples(index=False):
+        if tuple(key) not in seen:  # every image failed: no mean, but the row (and its fail count) stays
+            rows.append((*key, math.nan, math.nan, math.nan, 0, False))
     set_level = df[df["image_id"] == ""]
     counts = {tuple(r[:-1]): r[-1] for r in set_level[KEY + ["metric", "value"]].itertuples(index=False)
               if str(r[len(KEY)]).endswith("_n")}

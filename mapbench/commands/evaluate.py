@@ -16,6 +16,7 @@ All sets are evaluated in one process, so each network and the reference feature
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +44,7 @@ def read_images(path: str | Path, reference: np.ndarray) -> tuple[np.ndarray, li
     try:
         with np.load(path, allow_pickle=False) as f:
             images, ids, key = f["images"], [str(i) for i in f["image_ids"]], json.loads(str(f["key"]))
-    except (OSError, ValueError, KeyError) as e:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
         raise UserError(f"{path}: not a restored-image .npz with images/image_ids/key ({e})") from None
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[0] != len(ids):
         raise UserError(f"{path}: images must be uint8 [N, C, H, W] with one id each, "
@@ -97,7 +98,7 @@ def run(args) -> int:
     try:
         with np.load(data, allow_pickle=False) as f:
             reference = f["test"]
-    except (OSError, ValueError, KeyError) as e:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
         raise UserError(f"{data}: not a dataset .npz with a test split ({e})") from None
 
     per_image = {n: get(n, args.weights_dir) for n in names if n not in SET_METRICS}

@@ -3,6 +3,7 @@ writes a Parquet shard of per-image metrics and the restored images (both atomic
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -11,6 +12,8 @@ import yaml
 from mapbench.errors import UserError
 from mapbench.io import atomic_path
 
+NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
 
 def parse_hp(items: list[str]) -> dict:
     hp = {}
@@ -18,8 +21,16 @@ def parse_hp(items: list[str]) -> dict:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise UserError(f"--hp expects key=value, got {item!r}")
-        hp[key] = yaml.safe_load(value)
+        hp[key] = hp_value(yaml.safe_load(value))
     return hp
+
+
+def hp_value(value):
+    """YAML 1.1 (PyYAML, snakemake's config) reads ``1e6`` as a string; numbers in YAML 1.2 and
+    JSON spellings become floats, so ``lr: 1e6`` means what it says."""
+    if isinstance(value, str) and NUMBER.fullmatch(value.strip()):
+        return float(value)
+    return value
 
 
 def pick_device(name: str):
@@ -43,6 +54,7 @@ def runs_of(args) -> list[dict]:
         for r in runs:
             if not isinstance(r, dict) or not need <= set(r):
                 raise UserError(f"--runs: each run needs {sorted(need)}, got {r!r}")
+            r["hp"] = {k: hp_value(v) for k, v in (r.get("hp") or {}).items()}
         return runs
     missing = [f for f in ("solver", "steps", "iters", "out", "images_out") if getattr(args, f) is None]
     if missing:

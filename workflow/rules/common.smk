@@ -70,6 +70,11 @@ def _check_registries():
         elif name not in SOLVERS:
             _fail(f"solvers: unknown solver {name!r}; registered: {', '.join(SOLVERS)} "
                   "(or give `rule:` for a solver provided by a rule file)")
+        cap = config.get("budget_cap")
+        for steps, iters in s["budgets"] if cap else []:
+            if steps * iters > cap:
+                _fail(f"solvers.{name}.budgets: [{steps}, {iters}] is steps x iters = "
+                      f"{steps * iters}, over budget_cap {cap}")
         extra = set(s.get("sigma_y", [])) - set(config["sigma_y"])
         if extra:
             _fail(f"solvers.{name}.sigma_y: {sorted(extra)} not in the top-level sigma_y "
