@@ -45,5 +45,5 @@ def register(sub) -> None:
     p.add_argument("--target-ema", type=float, default=0.95, help="target network EMA rate mu")
     p.add_argument("--metric", choices=METRICS, default="l2", help="l2 (CPU) or lpips (the paper's)")
     p.add_argument("--weights-dir", default=None, help="LPIPS weights (mapbench fetch-weights), for --metric lpips")
-    add_train_args(p, steps=10000, lr=2e-4)
+    add_train_args(p, steps=4000, lr=2e-4)
     p.set_defaults(func=run)

@@ -55,6 +55,9 @@ def run(args) -> int:
     torch.set_num_threads(args.threads)
     device = pick_device(args.device)
     prior = load_learned_prior(args.prior)
+    if args.consistency:
+        from mapbench.priors.learned import load_network
+        prior.consistency_model = load_network(args.consistency, "consistency")[0]
     reference = to_uint8(load_split(args.data, "test", args.reference_limit))
     shape = (prior.denoiser.img_channels, prior.denoiser.img_resolution, prior.denoiser.img_resolution)
     if tuple(reference.shape[1:]) != shape:
@@ -97,6 +100,7 @@ def register(sub) -> None:
     from mapbench.train.sample import CM_TWO_STEP_SIGMA
     p = sub.add_parser("sample-prior", help="sample grid and FID of a trained edm_unet prior")
     p.add_argument("--prior", required=True, help="edm_unet prior: spec file or denoiser checkpoint .pt")
+    p.add_argument("--consistency", default=None, help="distilled consistency checkpoint .pt (adds cm1, cm2)")
     p.add_argument("--data", required=True, help="dataset .npz (its test split is the FID reference)")
     p.add_argument("--n-samples", type=positive, default=1000)
     p.add_argument("--heun-steps", type=positive, default=18, help="EDM Heun steps (2n - 1 NFE)")

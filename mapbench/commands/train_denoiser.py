@@ -97,5 +97,5 @@ def register(sub) -> None:
     p = sub.add_parser("train-denoiser", help="train the EDM denoiser of an edm_unet prior")
     p.add_argument("--arch", choices=sorted(ARCHS), default="small", help="network size preset")
     p.add_argument("--arch-override", default=None, help="JSON object of architecture arguments to change")
-    add_train_args(p, steps=20000, lr=5e-4)
+    add_train_args(p, steps=8000, lr=5e-4)
     p.set_defaults(func=run)

@@ -23,7 +23,7 @@ from mapbench.schedule import SIGMA_MIN
 # EDMPrecond / ConsistencyPrecond constructor arguments (recorded in each checkpoint's json).
 ARCHS = {
     "small": dict(img_resolution=32, img_channels=1, model_channels=32, channel_mult=[1, 2, 2],
-                  channel_mult_emb=4, num_blocks=2, attn_resolutions=[8], dropout=0.0),
+                  channel_mult_emb=4, num_blocks=1, attn_resolutions=[8], dropout=0.0),
     "tiny": dict(img_resolution=8, img_channels=1, model_channels=16, channel_mult=[1, 2],
                  channel_mult_emb=2, num_blocks=1, attn_resolutions=[], dropout=0.0),
 }
