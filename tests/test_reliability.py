@@ -166,7 +166,6 @@ batch_size: 1
 solvers:
   pgdm: {{budgets: [[6, 1]]}}
   map_ga_d: {{budgets: [[4, 2]], hp: {{lr: 1e6}}}}   # diverges; 1e6 is a string to YAML 1.1
-  map_ga_pgdm_d: {{budgets: [[4, 2]]}}
 evaluate: {{enabled: false}}
 tables: {{metrics: [psnr, logpost_gap], bootstrap_resamples: 20}}
 plots: {{metrics: [psnr]}}
@@ -223,7 +222,10 @@ def test_diverging_solver_is_recorded_counted_and_the_workflow_continues(workflo
 def test_killed_snakemake_then_rerun_incomplete_equals_uninterrupted(tmp_path, workflow_run):
     work, config = workflow_dir(tmp_path / "killed")
     results = work / "results"
-    p = subprocess.Popen(snakemake_cmd("--cores", "1", "--configfile", str(config)), cwd=work,
+    jobs = ["box50/sy0.0/noise/pgdm/s6_i1", "box50/sy0.0/noise/map_ga_d/s4_i2"]
+    targets = [f"results/{kind}/fm/gmm/{j}.{ext}" for j in jobs
+               for kind, ext in (("shards/solve", "parquet"), ("images", "npz"))]  # the solve jobs
+    p = subprocess.Popen(snakemake_cmd(*targets, "--cores", "1", "--configfile", str(config)), cwd=work,
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.time() + 300
@@ -232,22 +234,31 @@ def test_killed_snakemake_then_rerun_incomplete_equals_uninterrupted(tmp_path, w
             time.sleep(0.2)
         time.sleep(1.5)
     finally:
-        os.killpg(p.pid, signal.SIGKILL)                  # snakemake and its running jobs
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(p.pid, signal.SIGKILL)              # snakemake and its running jobs
         p.wait(timeout=60)
+    assert p.returncode == -signal.SIGKILL
     solve_shards = list((results / "shards" / "solve").rglob("*.parquet"))
-    assert len(solve_shards) < 3, "the run finished before it was killed"
+    assert len(solve_shards) < 2, "the run finished before it was killed"
     for path in visible(results):                          # what is there is whole
         if path.suffix == ".parquet":
             shards.read(path)
         elif path.suffix == ".npz":
             np.load(path, allow_pickle=False).close()
-    r = snakemake("--cores", "2", "--rerun-incomplete", "--configfile", str(config), cwd=work)
+    # snakemake's own lock outlives a SIGKILL (by design; a rerun says to run --unlock first)
+    assert list((work / ".snakemake" / "locks").iterdir())
+    assert snakemake("--unlock", "--configfile", str(config), cwd=work).returncode == 0
+    r = snakemake(*targets, "--cores", "2", "--rerun-incomplete", "--configfile", str(config), cwd=work)
     assert r.returncode == 0, r.stderr[-5000:]
     reference = sorted((workflow_run / "results" / "shards").rglob("*.parquet"))
-    rerun = sorted((results / "shards").rglob("*.parquet"))
-    assert [q.relative_to(work) for q in rerun] == [q.relative_to(workflow_run) for q in reference]
-    for a, b in zip(rerun, reference):
+    again = sorted((results / "shards").rglob("*.parquet"))
+    assert [q.relative_to(work) for q in again] == [q.relative_to(workflow_run) for q in reference]
+    for a, b in zip(again, reference):
         pd.testing.assert_frame_equal(values(a), values(b))
+    for j in jobs:
+        with np.load(results / f"images/fm/gmm/{j}.npz") as a, \
+                np.load(workflow_run / f"results/images/fm/gmm/{j}.npz") as b:
+            assert np.array_equal(a["images"], b["images"])
 
 
 # ---------------------------------------------------------------------------- corrupt shards
@@ -342,9 +353,7 @@ def tiny_config(**overrides) -> dict:
     ({"sigma_y": [0.0, -0.1]}, "sigma_y.1"),
     ({"solvers": {"pgdm": {"budgets": [[4, 1]], "sigma_y": [-1.0]}}}, "solvers.pgdm.sigma_y.0"),
     ({"datasets": {"fm": {"path": str(DATA), "n_images": "two"}}}, "datasets.fm.n_images"),
-    ({"solvers": {"pgdm": {"budgets": [[4, 1]], "hp": "eta=1"}}}, "solvers.pgdm.hp"),
     ({"budget_cap": 6}, "solvers.map_ga_d.budgets: [4, 2] is steps x iters = 8, over budget_cap 6"),
-    ({"tasks": ["box50", "box51"]}, "tasks: unknown task 'box51'"),
 ])
 def test_bad_config_is_rejected_before_any_job_naming_the_key(tmp_path, change, named):
     import yaml
@@ -409,7 +418,7 @@ def test_user_errors_print_one_line_and_tracebacks_only_with_debug(tmp_path, pri
     truncated.write_bytes(DATA.read_bytes()[:5000])
     r = cli_subprocess(*solve_args(prior, tmp_path / "o", data=truncated))
     assert r.returncode == 2 and r.stdout == ""
-    assert "BadZipFile" in one_line_error(r.stderr, truncated)
+    assert "not a readable dataset .npz" in one_line_error(r.stderr, truncated)
     r = cli_subprocess(*solve_args(prior, tmp_path / "o", data=truncated, debug=True))
     assert r.returncode != 0 and "Traceback" in r.stderr and "UserError" in r.stderr
 
