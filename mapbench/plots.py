@@ -64,7 +64,8 @@ def ablation_plot(df: pd.DataFrame, metric: str, opts: Options, out_png: str | P
     g = sns.relplot(data=d, kind="line", x="position", y="value", hue="method", col="task",
                     row="setting" if len(settings) > 1 else None, hue_order=hue_order,
                     col_order=tasks, row_order=settings if len(settings) > 1 else None,
-                    errorbar=("ci", 95), err_style="bars", marker="o", markersize=4,
+                    errorbar=("ci", round(opts.level * 100)), n_boot=opts.bootstrap_resamples,
+                    seed=0, err_style="bars", marker="o", markersize=4,
                     linewidth=1.2, height=2.4, aspect=1.25,
                     facet_kws={"sharey": "row", "sharex": True})
     for ax in g.axes.flat:

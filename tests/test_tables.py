@@ -159,7 +159,8 @@ def test_commands_write_tables_plots_and_figures(shard_dir, tmp_path):
     m = tmp_path / "metrics.parquet"
     r = run("aggregate", "--root", str(shard_dir), "--out", str(m))
     assert r.returncode == 0, r.stderr
-    options = json.dumps({"tables": {"tasks": TASKS}, "plots": {"metrics": ["lpips", "fid", "ssim"]},
+    options = json.dumps({"tables": {"tasks": TASKS, "bootstrap_resamples": 50},
+                          "plots": {"metrics": ["lpips", "fid", "ssim"]},
                           "datasets": {"toy": {"path": str(ROOT / "data/fashion_mnist_32.npz")}},
                           "figures": {"noiseless": {"tasks": TASKS}, "noisy": {"tasks": ["half"]}}})
     r = run("tables", "--metrics", str(m), "--options", options, "--out-dir", str(tmp_path / "t"))

@@ -46,7 +46,7 @@ def tiny_config(**overrides) -> dict:
         "datasets": {"fm": {"path": str(DATA), "n_images": 2}},
         "priors": {"gmm": {"kind": "gmm", "components": 2, "rank": 2, "seed": 0, "limit": 300,
                            "iters": 2, "ode_steps": 8}},
-        "tasks": ["box50", "sr2x"],
+        "tasks": ["box50"],
         "sigma_y": [0.0, 0.1],
         "solvers": {
             "map_ga": {"budgets": [[2, 1]], "sigma_y": [0.0], "starts": ["noise", "warm"]},
@@ -54,10 +54,11 @@ def tiny_config(**overrides) -> dict:
             "pinv": {"rule": "pinv.smk", "budgets": [[1, 1]]},  # a solver as a rule
         },
         "evaluate": {"enabled": False},
-        "tables": {"metrics": ["psnr", "logpost_gap"], "bootstrap_resamples": 100},
+        "batch": "group",  # as the default config: one solve process per (task, sigma_y, start)
+        "tables": {"metrics": ["psnr", "logpost_gap"], "bootstrap_resamples": 50},
         "plots": {"metrics": ["psnr"]},
         "figures": {"noiseless": {"tasks": ["box50"], "solvers": ["map_ga", "pgdm", "pinv"]},
-                    "noisy": {"tasks": ["sr2x"], "solvers": ["pgdm", "pinv"]}},
+                    "noisy": {"tasks": ["box50"], "solvers": ["pgdm", "pinv"]}},
     }
     config.update(overrides)
     return config
@@ -143,7 +144,7 @@ def test_bad_config_fails_before_any_job_naming_the_value(tmp_path, change, name
 
 def test_python_solver_is_picked_up_without_editing_a_rule(tmp_path):
     """Adding a Python solver = one registry entry + one config block: its jobs appear."""
-    config = tiny_config()
+    config = tiny_config(batch="job")
     config["solvers"]["my_solver"] = {"budgets": [[4, 2]], "sigma_y": [0.1]}
     path = write_config(tmp_path, config)
     r = snakemake("-n", "--configfile", str(path), cwd=tmp_path)
@@ -152,9 +153,8 @@ def test_python_solver_is_picked_up_without_editing_a_rule(tmp_path):
                 "s.SOLVERS['my_solver'] = s.Solver(s.SOLVERS['map_ga'].fn, {'use_prior': False})\n")
     r = snakemake("-n", "--configfile", str(path), cwd=tmp_path, register=register)
     assert r.returncode == 0, r.stderr[-3000:]
-    for task in ("box50", "sr2x"):
-        assert f"results/shards/solve/fm/gmm/{task}/sy0.1/noise/my_solver/s4_i2.parquet" in r.stdout + r.stderr
-    assert job_counts(r.stdout + r.stderr)["solve"] == 4 + 4 + 2  # map_ga 4, pgdm 4, my_solver 2
+    assert "results/shards/solve/fm/gmm/box50/sy0.1/noise/my_solver/s4_i2.parquet" in r.stdout + r.stderr
+    assert job_counts(r.stdout + r.stderr)["solve"] == 2 + 2 + 1  # map_ga 2, pgdm 2, my_solver 1
 
 
 def test_missing_user_file_dry_runs_then_fails_naming_it(tmp_path):
@@ -195,8 +195,10 @@ def test_tiny_run_writes_every_output(tiny_run):
     metrics = pd.read_parquet(results / "metrics.parquet")
     assert set(metrics["solver"]) == {"map_ga", "pgdm", "pinv"}
     assert {"psnr", "logpost_gap", "logpost_gap_gt", "map_rmse", "nfe", "seconds"} <= set(metrics["metric"])
-    assert len(list((results / "logs" / "solve").rglob("*.log"))) == 12
-    assert len(list((results / "benchmarks" / "solve").rglob("*.tsv"))) == 12
+    assert len(list((results / "shards" / "solve").rglob("*.parquet"))) == 6  # map_ga 2, pgdm 2, pinv 2
+    assert len(list((results / "logs" / "solve_group").rglob("*.log"))) == 3  # (0, noise/warm), (0.1, noise)
+    assert len(list((results / "logs" / "solve").rglob("*.log"))) == 2  # the rule solver, per key
+    assert len(list((results / "benchmarks").rglob("*.tsv"))) == 3 + 2 + 2 + 1  # + oracle 2, fit_prior
     # the rule solver's rows reach the tables
     t1 = (results / "tables" / "table1_noiseless.tex").read_text()
     assert r"$H^\top y$" in t1 and "MAP-GA" in t1 and "PGDM" in t1
@@ -208,13 +210,15 @@ def test_tiny_run_writes_every_output(tiny_run):
 def test_deleting_a_shard_reruns_only_that_job_and_its_downstream(tiny_run):
     work, path = tiny_run
     results = work / "results"
-    shard = results / "shards/solve/fm/gmm/sr2x/sy0.1/noise/pgdm/s2_i1.parquet"
+    shard = results / "shards/solve/fm/gmm/box50/sy0.1/noise/pgdm/s2_i1.parquet"
     others = {p: p.stat().st_mtime_ns for p in (results / "shards").rglob("*.parquet") if p != shard}
     shard.unlink()
     r = snakemake("-n", "--configfile", str(path), cwd=work)
     assert r.returncode == 0, r.stderr
-    assert job_counts(r.stdout + r.stderr) == {"solve": 1, "aggregate_metrics": 1, "make_tables": 1,
-                                    "make_plots": 1, "make_figures": 1, "all": 1}
+    # the job that wrote it (its group holds this one key) and the report rules after it
+    assert job_counts(r.stdout + r.stderr) == {"solve_group_fm_gmm_box50_0_1_noise": 1,
+                                               "aggregate_metrics": 1, "make_tables": 1,
+                                               "make_plots": 1, "make_figures": 1, "all": 1}
     assert f"output: {shard.relative_to(work)}" in r.stdout + r.stderr
     r = snakemake("--cores", "2", "--configfile", str(path), cwd=work)
     assert r.returncode == 0, r.stderr[-3000:]
