@@ -7,7 +7,7 @@ CORES ?= 2
 # pyproject itself does not pin a build.
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: venv run test test-slurm tables clean
+.PHONY: venv run test test-slurm tables lint clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -26,6 +26,9 @@ tables: venv
 
 test: venv
 	$(BIN)/python -m pytest -q
+
+lint: venv
+	$(BIN)/snakemake --lint
 
 clean:
 	rm -rf results .snakemake
