@@ -86,8 +86,10 @@ def fetch(cache_dir: str | Path | None = None) -> Path:
             with atomic_path(cache_dir / name) as out:
                 if prefix is None:
                     out.write_bytes(raw)
-                else:
-                    torch.save(flax_to_torch(load_numpy_pickle(raw)[prefix]), out)
+                else:   # saved through a buffer: the same bytes every time, whatever the temp name
+                    buffer = io.BytesIO()
+                    torch.save(flax_to_torch(load_numpy_pickle(raw)[prefix]), buffer)
+                    out.write_bytes(buffer.getvalue())
             files[name] = sha256(cache_dir / name)
     manifest = {"packages": PACKAGES, "files": files}
     with atomic_path(cache_dir / MANIFEST) as out:
