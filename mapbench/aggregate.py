@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from mapbench import shards
 from mapbench.errors import UserError
@@ -32,17 +34,18 @@ def source_of(path: str | Path) -> str:
 
 
 def collect(paths) -> pd.DataFrame:
-    """Read and concatenate shards; adds ``source`` and ``shard`` (the file) columns."""
+    """Read and concatenate shards; adds ``source`` and ``shard`` (the file) columns.
+    Shards are concatenated as Arrow tables and converted to pandas once (fast for 10k shards)."""
     paths = [Path(p) for p in paths]
     if not paths:
         raise UserError("no shards to aggregate")
-    frames = []
-    for path in paths:
-        df = shards.read(path)
-        df["source"] = source_of(path)
-        df["shard"] = str(path)
-        frames.append(df)
-    return pd.concat(frames, ignore_index=True)
+    tables = [shards.read_table(p).select(shards.COLUMNS).replace_schema_metadata(None)
+              for p in paths]
+    df = pa.concat_tables(tables).to_pandas()
+    sizes = [len(t) for t in tables]
+    df["source"] = np.repeat([source_of(p) for p in paths], sizes)
+    df["shard"] = np.repeat([str(p) for p in paths], sizes)
+    return df
 
 
 def write(df: pd.DataFrame, out: str | Path) -> Path:

@@ -59,8 +59,8 @@ def write(rows: pd.DataFrame, path: str | Path, meta: dict[str, str]) -> Path:
     return Path(path)
 
 
-def read(path: str | Path) -> pd.DataFrame:
-    """Read and validate one shard; a bad file raises UserError naming it and the problem."""
+def read_table(path: str | Path) -> pa.Table:
+    """Read and validate one shard as an Arrow table; a bad file raises UserError naming it."""
     path = Path(path)
     try:
         table = pq.read_table(path)
@@ -69,7 +69,12 @@ def read(path: str | Path) -> pd.DataFrame:
     problems = check_schema(table.schema)
     if problems:
         raise UserError(f"{path}: {'; '.join(problems)}")
-    return table.to_pandas()
+    return table
+
+
+def read(path: str | Path) -> pd.DataFrame:
+    """Read and validate one shard; a bad file raises UserError naming it and the problem."""
+    return read_table(path).to_pandas()
 
 
 def check_schema(schema: pa.Schema) -> list[str]:
