@@ -9,11 +9,21 @@ from mapbench.errors import UserError
 GROUND_TRUTH = "ground truth"
 
 
+def mean_ci(values, how: str) -> tuple[float, float, float]:
+    """(mean, lo, hi) of the finite values, the interval as in the tables (95%)."""
+    import numpy as np
+
+    from mapbench.tables import interval
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    mean = float(v.mean()) if len(v) else float("nan")
+    return (mean, *interval(v, how, 0.95, 1000))
+
+
 def oracle_table(frame: pd.DataFrame, method: str = "bootstrap", start: str = "noise",
                  best_budget: bool = True) -> pd.DataFrame:
     """One row per (task, sigma_y, solver): n, failures, gap and rmse means with intervals.
     With ``best_budget`` each solver keeps its budget with the smallest mean gap."""
-    from mapbench.stats import mean_ci
     frame = frame[(frame.start == start) & (frame.image_id != "")]
     if frame.empty or "logpost_gap" not in set(frame.metric):
         raise UserError("no oracle metrics (logpost_gap) in the input: run solvers on a gmm prior")
@@ -66,7 +76,7 @@ def run(args) -> int:
 def register(sub) -> None:
     p = sub.add_parser("oracle-report", help="print the oracle table (gap to the exact MAP)")
     p.add_argument("inputs", nargs="+", help="results/metrics.parquet or shard files")
-    p.add_argument("--interval", default="bootstrap", choices=["bootstrap", "se"])
+    p.add_argument("--interval", default="bootstrap", choices=["bootstrap", "sem", "none"])
     p.add_argument("--start", default="noise", choices=["noise", "warm"])
     p.add_argument("--all-budgets", action="store_true", help="a row per budget, not the best")
     p.set_defaults(func=run)
