@@ -145,10 +145,8 @@ class CheckpointPrior:
         return _on(self.consistency_model, x)(x.to(torch.float32), float(sigma), y).to(x.dtype)
 
 
-def read_spec(path: str | Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"prior spec not found: {path}")
+def load_mapping(path: Path) -> dict:
+    """A JSON or YAML prior spec file as a dict; UserError naming the file otherwise."""
     text = path.read_text()
     try:
         spec = json.loads(text)
@@ -160,6 +158,14 @@ def read_spec(path: str | Path) -> dict:
             raise UserError(f"{path}: not a JSON or YAML prior spec ({e})".replace("\n", " ")) from None
     if not isinstance(spec, dict):
         raise UserError(f"{path}: prior spec must be a mapping, got {type(spec).__name__}")
+    return spec
+
+
+def read_spec(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"prior spec not found: {path}")
+    spec = load_mapping(path)
     unknown = sorted(set(spec) - SPEC_KEYS - IGNORED_KEYS)
     if unknown:
         raise UserError(f"{path}: unknown prior spec keys {unknown}; allowed: {sorted(SPEC_KEYS)}")

@@ -32,7 +32,7 @@ from torch import nn
 from mapbench.data import sha256
 from mapbench.errors import UserError
 from mapbench.io import atomic_path
-from mapbench.priors.checkpoint import IGNORED_KEYS, load_state_checked
+from mapbench.priors.checkpoint import IGNORED_KEYS, load_mapping, load_state_checked
 from mapbench.schedule import SIGMA_MIN
 
 FORMAT = "mapbench.edm_unet/1"
@@ -137,17 +137,7 @@ class LearnedPrior:
 
 
 def read_spec(path: Path) -> dict:
-    text = path.read_text()
-    try:
-        spec = json.loads(text)
-    except json.JSONDecodeError:
-        import yaml
-        try:
-            spec = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            raise UserError(f"{path}: not a JSON or YAML prior spec ({e})".replace("\n", " ")) from None
-    if not isinstance(spec, dict):
-        raise UserError(f"{path}: prior spec must be a mapping, got {type(spec).__name__}")
+    spec = load_mapping(path)
     if "format" in spec:                       # a checkpoint's own config: the denoiser beside it
         return {"denoiser": path.with_suffix(".pt")}
     unknown = sorted(set(spec) - SPEC_KEYS - IGNORED_KEYS)
