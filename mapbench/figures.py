@@ -142,7 +142,7 @@ def restored_figure(index: dict, budgets: dict, reference: dict, spec: dict, opt
             ax.axis("on")
             _show(ax, to_rgb(images[ids.index(image_id)]), cols[c] if r == 0 else None)
             ax.set_xlabel(f"({budget[0]},{budget[1]})", fontsize=6, labelpad=1)
-    fig.suptitle(f"σy = {sigma_y:g}, test image {image_id}", fontsize=8, y=1.06)
+    fig.suptitle(f"σy = {sigma_y:g}, test image {image_id}", fontsize=8, y=1 + 0.1 / len(tasks))
     _save(fig, out)
 
 

@@ -64,6 +64,7 @@ def ablation_plot(df: pd.DataFrame, metric: str, opts: Options, out_png: str | P
     g = sns.relplot(data=d, kind="line", x="position", y="value", hue="method", col="task",
                     row="setting" if len(settings) > 1 else None, hue_order=hue_order,
                     col_order=tasks, row_order=settings if len(settings) > 1 else None,
+                    palette="tab10" if len(hue_order) <= 10 else "tab20",
                     errorbar=("ci", round(opts.level * 100)), n_boot=opts.bootstrap_resamples,
                     seed=0, err_style="bars", marker="o", markersize=4,
                     linewidth=1.2, height=2.4, aspect=1.25,
