@@ -111,7 +111,7 @@ def test_default_dry_run_lists_every_job():
 
 
 PAPER_REGISTER = ("import mapbench.priors as p\n"
-                  "p.PRIORS.setdefault('checkpoint', p.PRIORS['gmm'])  # until the loader exists\n")
+                  "assert 'checkpoint' in p.PRIORS\n")
 
 
 def test_paper_dry_run_lists_the_grid_without_the_files(tmp_path):

@@ -239,6 +239,16 @@ def oracle_flag(wildcards, input):
     return f"--oracle-map {shlex.quote(input.oracle_map)}" if "oracle_map" in input.keys() else ""
 
 
+def prior_spec(prior):
+    """The JSON spec `mapbench solve --prior` reads for a checkpoint prior (absolute paths)."""
+    p = config["priors"][prior]
+    spec = {"kind": p["kind"]}
+    for key in ("denoiser", "consistency"):
+        if p.get(key):
+            spec[key] = os.path.abspath(os.path.expanduser(p[key]))
+    return json.dumps(spec)
+
+
 def prior_dataset(prior):
     return config["priors"][prior].get("dataset") or next(iter(config["datasets"]))
 

@@ -41,8 +41,7 @@ rule prior_spec:
     output:
         f"{R}/priors/{{prior}}.json",
     params:
-        spec=lambda w: json.dumps({k: os.path.abspath(os.path.expanduser(v)) if k in ("denoiser", "consistency") else v
-                                   for k, v in config["priors"][w.prior].items()}),
+        spec=lambda w: prior_spec(w.prior),
     wildcard_constraints:
         prior=_alternatives(spec_priors()),
     conda:
