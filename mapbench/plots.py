@@ -75,6 +75,9 @@ def ablation_plot(df: pd.DataFrame, metric: str, opts: Options, out_png: str | P
         ax.set_xlim(-0.5, len(order) - 0.5)
     g.set_axis_labels("budget (steps, iters)", label)
     g.set_titles(row_template="{row_name}", col_template="{col_name}")
+    positive = d["value"][d["value"] > 0]
+    if len(positive) == len(d) and positive.max() > 1e3 * positive.min():
+        g.set(yscale="log")          # e.g. log-posterior gaps: diverging runs span decades
     for ax in g.axes.flat:
         ax.tick_params(axis="x", labelrotation=45, labelsize=7)
     g.figure.suptitle(f"{label} against the (steps, iters) budget ({direction}; "
