@@ -29,16 +29,8 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine_note, write_results  # noqa: E402
 
-import proposed_aggregate as proposed  # noqa: E402
 from mapbench import aggregate, shards, tables  # noqa: E402
 
-
-def _same(a: pd.DataFrame, b: pd.DataFrame) -> bool:
-    try:
-        pd.testing.assert_frame_equal(a, b, check_dtype=False)
-        return True
-    except AssertionError:
-        return False
 
 SOLVE_METRICS = ["mse", "psnr", "consistency", "nfe", "vjp", "seconds", "peak_mem_mb",
                  "logpost_gap", "logpost_gap_gt", "map_rmse", "logpost_map", "lpips"]
@@ -134,30 +126,19 @@ def main(argv=None) -> int:
     df = timed(stages, "collect (read + concat)", aggregate.collect, paths)
     timed(stages, "write metrics.parquet", aggregate.write, df, root / "metrics.parquet")
     df = timed(stages, "read metrics.parquet", aggregate.read, root / "metrics.parquet")
-    s1 = timed(stages, "tables.summarise", tables.summarise, df, opts)
+    timed(stages, "tables.summarise", tables.summarise, df, opts)
     timed(stages, "tables.write_all", tables.write_all, df, opts, root / "tables")
     main_stages = ["find_shards", "collect (read + concat)", "write metrics.parquet",
                    "read metrics.parquet", "tables.write_all"]
     total = [sum(stages[k][i] for k in main_stages) for i in (0, 1)]
-    df2 = timed(stages, "proposed collect", proposed.collect, paths)
-    s2 = timed(stages, "proposed summarise", proposed.summarise, df, opts)
-    same_collect = _same(df2, df)
-    same_summary = _same(s1.reset_index(drop=True), s2.reset_index(drop=True))
-    summ = stages["tables.summarise"]
-    proposed_total = [total[i] - stages["collect (read + concat)"][i] + stages["proposed collect"][i]
-                      - summ[i] + stages["proposed summarise"][i] for i in (0, 1)]
     rows = [{"stage": k, "wall_s": v[0], "cpu_s": v[1]} for k, v in stages.items()]
-    rows.append({"stage": "TOTAL now (find + collect + write + read + write_all)",
+    rows.append({"stage": "TOTAL (find + collect + write + read + write_all)",
                  "wall_s": total[0], "cpu_s": total[1]})
-    rows.append({"stage": "TOTAL with both proposals (CPU, estimated from the stages)",
-                 "wall_s": "", "cpu_s": proposed_total[1]})
     notes = (f"{args.shards} shards x {len(df) // args.shards} rows ({len(df):,} rows), default "
              f"table options (bootstrap {opts.bootstrap_resamples} resamples). `tables.write_all` "
              f"includes its own `summarise` (so the summarise row is not added to the total). Goal: "
              f"total < 30 s: {'met' if total[0] < 30 else 'NOT met'} (wall), "
-             f"{'met' if total[1] < 30 else 'NOT met'} (CPU). Proposed (benchmarks/"
-             f"proposed_aggregate.py): same collected frame: {same_collect}; same summary: "
-             f"{same_summary}. Machine: {note}.")
+             f"{'met' if total[1] < 30 else 'NOT met'} (CPU). Machine: {note}.")
     print(write_results(args.name, rows, "Aggregation: shards -> metrics.parquet -> tables",
                         notes, floatfmt=".2f"))
     return 0

@@ -125,19 +125,29 @@ def dedupe(df: pd.DataFrame) -> pd.DataFrame:
     return df.drop_duplicates(KEY + ["seed", "image_id", "metric"]).drop(columns="_rank")
 
 
-def interval(values: np.ndarray, how: str, level: float, resamples: int, seed: int = 0):
-    """(lo, hi) around the mean of ``values``: percentile bootstrap, mean +- sem, or NaN."""
-    n = len(values)
-    mean = float(np.mean(values)) if n else math.nan
+def intervals(values: np.ndarray, how: str, level: float, resamples: int, seed: int = 0):
+    """(lo, hi) arrays around the row means of ``values [G, n]``: percentile bootstrap (one
+    resampling-index matrix for all rows, drawn from ``seed``), mean +- sem, or NaN."""
+    G, n = values.shape
     if n < 2 or how == "none":
-        return math.nan, math.nan
+        return np.full(G, math.nan), np.full(G, math.nan)
     if how == "sem":
-        sem = float(np.std(values, ddof=1) / math.sqrt(n))
+        mean, sem = values.mean(1), values.std(1, ddof=1) / math.sqrt(n)
         return mean - sem, mean + sem
-    rng = np.random.default_rng(seed)
-    means = values[rng.integers(0, n, size=(resamples, n))].mean(axis=1)
+    idx = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
     alpha = (1 - level) / 2
-    return float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha))
+    lo, hi = np.empty(G), np.empty(G)
+    step = max(1, int(2e7 // (resamples * n)))             # ~160 MB of float64 per chunk
+    for a in range(0, G, step):
+        means = values[a:a + step][:, idx].mean(axis=2)    # [g, resamples]
+        lo[a:a + step], hi[a:a + step] = np.quantile(means, [alpha, 1 - alpha], axis=1)
+    return lo, hi
+
+
+def interval(values: np.ndarray, how: str, level: float, resamples: int, seed: int = 0):
+    """(lo, hi) around the mean of one sample ``values``."""
+    lo, hi = intervals(np.asarray(values, float)[None], how, level, resamples, seed)
+    return float(lo[0]), float(hi[0])
 
 
 def summarise(df: pd.DataFrame, opts: Options) -> pd.DataFrame:
@@ -150,11 +160,21 @@ def summarise(df: pd.DataFrame, opts: Options) -> pd.DataFrame:
               .groupby(KEY, dropna=False).size().rename("n_fail"))
     images = (per_image.drop_duplicates(KEY + ["seed", "image_id"])
               .groupby(KEY, dropna=False).size().rename("n_images"))
-    rows = []
-    for key, g in per_image[ok].groupby(KEY + ["metric"], sort=False):
-        v = g["value"].to_numpy(float)
-        lo, hi = interval(v, opts.interval, opts.level, opts.bootstrap_resamples)
-        rows.append((*key, float(v.mean()), lo, hi, len(v), False))
+    good = per_image[ok]                       # groups of equal size share one bootstrap call
+    code = good.groupby(KEY + ["metric"], sort=False).ngroup().to_numpy()
+    order = np.argsort(code, kind="stable")
+    values = good["value"].to_numpy(float)[order]
+    sizes = np.bincount(code, minlength=code.max() + 1 if len(code) else 0)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(int)
+    mean, lo, hi = np.empty(len(sizes)), np.empty(len(sizes)), np.empty(len(sizes))
+    for n in np.unique(sizes):
+        sel = np.flatnonzero(sizes == n)
+        V = values[starts[sel][:, None] + np.arange(n)]
+        mean[sel] = V.mean(1)
+        lo[sel], hi[sel] = intervals(V, opts.interval, opts.level, opts.bootstrap_resamples)
+    keys = good.iloc[order[starts]][KEY + ["metric"]].itertuples(index=False) if len(code) else []
+    rows = [(*key, float(m), float(a), float(b), int(n), False)
+            for key, m, a, b, n in zip(keys, mean, lo, hi, sizes)]
     seen = {tuple(r[:len(KEY) + 1]) for r in rows}
     for key in per_image[~ok][KEY + ["metric"]].drop_duplicates().itertuples(index=False):
         if tuple(key) not in seen:  # every image failed: no mean, but the row (and its fail count) stays

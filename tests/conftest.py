@@ -19,3 +19,12 @@ def random_gmm(K=3, shape=(1, 4, 4), r=2, seed=0, scale=0.5, floor=0.02) -> GMMP
 @pytest.fixture
 def gmm():
     return random_gmm()
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny networks run fastest on one thread (and do not thrash a shared machine)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

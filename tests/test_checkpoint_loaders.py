@@ -28,13 +28,7 @@ TINY_CD = dict(image_size=8, model_channels=32, num_res_blocks=1, attention_reso
                channel_mult=[1, 2], num_classes=10, num_head_channels=16)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny networks run fastest on one thread (and do not thrash a shared machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def randomize(net: nn.Module, seed: int = 0) -> nn.Module:

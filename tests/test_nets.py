@@ -17,12 +17,7 @@ EDM_IMAGENET64 = dict(img_resolution=64, img_channels=3, label_dim=1000, use_fp1
 ADM_IMAGENET64_PARAMS = 295_899_267   # both descriptions give this; EDM reports ~295.9M for ADM
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def randomize(net, seed=0, scale=0.2):

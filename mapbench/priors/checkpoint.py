@@ -64,7 +64,8 @@ def _few(names: list[str], n: int = 4) -> str:
     return "none" if not names else ", ".join(names[:n]) + (f" (+{len(names) - n} more)" if len(names) > n else "")
 
 
-def _on(net: nn.Module, x: torch.Tensor) -> nn.Module:
+def on_device(net: nn.Module, x: torch.Tensor) -> nn.Module:
+    """``net``, moved to the device of ``x`` on first use."""
     if next(net.parameters()).device != x.device:
         net.to(x.device)
     return net
@@ -133,7 +134,7 @@ class CheckpointPrior:
             raise UserError(f"{self.source}: no denoiser given (spec key `denoiser`)")
         y = self._labels(x)
         onehot = None if y is None else F.one_hot(y, self.num_classes).to(torch.float32)
-        return _on(self.denoiser, x)(x.to(torch.float32), float(sigma), onehot).to(x.dtype)
+        return on_device(self.denoiser, x)(x.to(torch.float32), float(sigma), onehot).to(x.dtype)
 
     def consistency(self, x: torch.Tensor, sigma: float) -> torch.Tensor:
         """``C(x, sigma)``; ``x`` itself at ``sigma <= sigma_min`` (the boundary condition)."""
@@ -142,7 +143,7 @@ class CheckpointPrior:
         if sigma <= SIGMA_MIN:
             return x
         y = self._labels(x)
-        return _on(self.consistency_model, x)(x.to(torch.float32), float(sigma), y).to(x.dtype)
+        return on_device(self.consistency_model, x)(x.to(torch.float32), float(sigma), y).to(x.dtype)
 
 
 def load_mapping(path: Path) -> dict:

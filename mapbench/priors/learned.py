@@ -32,7 +32,7 @@ from torch import nn
 from mapbench.data import sha256
 from mapbench.errors import UserError
 from mapbench.io import atomic_path
-from mapbench.priors.checkpoint import IGNORED_KEYS, load_mapping, load_state_checked
+from mapbench.priors.checkpoint import IGNORED_KEYS, on_device, load_mapping, load_state_checked
 from mapbench.schedule import SIGMA_MIN
 
 FORMAT = "mapbench.edm_unet/1"
@@ -102,12 +102,6 @@ def load_network(path: str | Path, network: str) -> tuple[nn.Module, dict]:
     return load_state_checked(net, tensors, path, network), config
 
 
-def _on(net: nn.Module, x: torch.Tensor) -> nn.Module:
-    if next(net.parameters()).device != x.device:
-        net.to(x.device)
-    return net
-
-
 @dataclasses.dataclass
 class LearnedPrior:
     """``denoise`` = the trained ``EDMPrecond``; ``consistency`` = the distilled
@@ -123,7 +117,7 @@ class LearnedPrior:
 
     def denoise(self, x: torch.Tensor, sigma: float) -> torch.Tensor:
         """``D(x, sigma) = E[x0 | x_sigma = x]``."""
-        return _on(self.denoiser, x)(x.to(torch.float32), float(sigma)).to(x.dtype)
+        return on_device(self.denoiser, x)(x.to(torch.float32), float(sigma)).to(x.dtype)
 
     def consistency(self, x: torch.Tensor, sigma: float) -> torch.Tensor:
         """``C(x, sigma)``: the origin (at ``sigma_min``) of the PF-ODE trajectory through ``x``;
@@ -133,7 +127,7 @@ class LearnedPrior:
             return x
         if self.consistency_model is None:
             return ode_consistency(self.denoise, x, float(sigma), self.ode_steps)
-        return _on(self.consistency_model, x)(x.to(torch.float32), float(sigma)).to(x.dtype)
+        return on_device(self.consistency_model, x)(x.to(torch.float32), float(sigma)).to(x.dtype)
 
 
 def read_spec(path: Path) -> dict:
