@@ -8,6 +8,7 @@ if not workflow.config_settings.configfiles:
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/prior.smk"
+include: "workflow/rules/train.smk"
 include: "workflow/rules/solve.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
@@ -24,4 +25,5 @@ rule all:
         TABLES,
         PLOTS,
         FIGURES,
+        sample_outputs(),
     default_target: True

@@ -89,11 +89,14 @@ def test_default_config_runs_every_registered_solver_and_the_papers_masks():
 def test_default_dry_run_lists_every_job():
     config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
     expected, groups = 0, set()
-    for s in config["solvers"].values():
-        for sigma in s.get("sigma_y", config["sigma_y"]):
-            starts = [st for st in s.get("starts", ["noise"]) if st == "noise" or sigma == 0]
-            expected += len(config["tasks"]) * len(starts) * len(s["budgets"])
-            groups |= {(t, sigma, st) for t in config["tasks"] for st in starts}
+    for prior, p in config["priors"].items():
+        for name, s in config["solvers"].items():
+            if name not in p.get("solvers", [name]):
+                continue
+            for sigma in s.get("sigma_y", config["sigma_y"]):
+                starts = [st for st in s.get("starts", ["noise"]) if st == "noise" or sigma == 0]
+                expected += len(config["tasks"]) * len(starts) * len(s["budgets"])
+                groups |= {(prior, t, sigma, st) for t in config["tasks"] for st in starts}
     r = snakemake("-n", "--config", "batch=job", cwd=ROOT)  # one job per shard key
     assert r.returncode == 0, r.stderr
     counts = job_counts(r.stdout + r.stderr)
@@ -105,8 +108,8 @@ def test_default_dry_run_lists_every_job():
     counts = job_counts(r.stdout + r.stderr)
     assert "solve" not in counts
     assert sorted(n for n in counts if n.startswith("solve_group_")) == sorted(
-        "solve_group_fashion_mnist_gmm_{}_{}_{}".format(t, repr(float(sy)).replace(".", "_"), st)
-        for t, sy, st in groups)
+        "solve_group_fashion_mnist_{}_{}_{}_{}".format(p, t, repr(float(sy)).replace(".", "_"), st)
+        for p, t, sy, st in groups)
     assert all(counts[n] == 1 for n in counts if n.startswith("solve_group_"))
 
 

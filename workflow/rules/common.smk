@@ -58,6 +58,9 @@ def _check_registries():
         if p.get("dataset") and p["dataset"] not in config["datasets"]:
             _fail(f"priors.{name}.dataset: {p['dataset']!r} is not a configured dataset "
                   f"({', '.join(config['datasets'])})")
+        unknown = [s for s in p.get("solvers", []) if s not in config["solvers"]]
+        if unknown:
+            _fail(f"priors.{name}.solvers: {unknown} not in the configured solvers")
         if p["kind"] == "checkpoint" and not (p.get("path") or p.get("denoiser")):
             _fail(f"priors.{name}: a checkpoint prior needs `denoiser` (and `consistency`) or `path`")
     for name, s in config["solvers"].items():
@@ -97,7 +100,7 @@ def _jobs():
             continue
         for dataset in config["datasets"]:
             for prior, p in config["priors"].items():
-                if p.get("dataset", dataset) != dataset:
+                if p.get("dataset", dataset) != dataset or solver not in p.get("solvers", [solver]):
                     continue
                 for task in config["tasks"]:
                     for sigma in s.get("sigma_y", config["sigma_y"]):
@@ -185,7 +188,28 @@ def user_file(path, where):
 
 
 def dataset_file(dataset):
-    return user_file(config["datasets"][dataset]["path"], f"datasets.{dataset}.path")
+    """A dataset's .npz: the configured file when it exists; else, with a `fetch:` block, the one
+    rule fetch_data makes; else a `require_file` marker."""
+    d = config["datasets"][dataset]
+    if d.get("fetch") and not os.path.exists(os.path.expanduser(d["path"])):
+        return f"{R}/data/{dataset}.npz"
+    return user_file(d["path"], f"datasets.{dataset}.path")
+
+
+def fetched_datasets():
+    return [n for n, d in config["datasets"].items() if d.get("fetch")]
+
+
+def prior_dataset(prior):
+    return config["priors"][prior].get("dataset") or next(iter(config["datasets"]))
+
+
+def fit_priors():
+    return [n for n, p in config["priors"].items() if p["kind"] == "gmm" and not p.get("path")]
+
+
+def spec_priors():
+    return [n for n, p in config["priors"].items() if p["kind"] != "gmm" and not p.get("path")]
 
 
 def prior_file(prior):
@@ -198,10 +222,61 @@ def prior_file(prior):
     return f"{R}/priors/{prior}.json"
 
 
+# ---------------------------------------------------------------------------- trained priors
+TRAINED = f"{R}/train/{{dataset}}/{{network}}.pt"
+SAMPLES = f"{R}/priors/{{prior}}/samples"
+
+
+def learned_priors():
+    return [n for n, p in config["priors"].items() if p["kind"] == "edm_unet"]
+
+
+def network_file(prior, key):
+    """A prior's `denoiser` / `consistency` file: the configured file when it exists. For an
+    edm_unet prior, a configured file that is missing (and an unset `denoiser`) is trained by the
+    workflow into {R}/train/<dataset>/; for other kinds a missing file stops the run, named."""
+    p = config["priors"][prior]
+    path = p.get(key)
+    missing = not os.path.exists(os.path.expanduser(path)) if path else key == "denoiser"
+    if p["kind"] == "edm_unet" and missing:
+        return TRAINED.format(dataset=prior_dataset(prior), network=key)
+    return user_file(path, f"priors.{prior}.{key}") if path else None
+
+
+def teacher(dataset):
+    """The denoiser a dataset's consistency model is distilled from: its first learned prior's."""
+    return next(network_file(n, "denoiser") for n in learned_priors() if prior_dataset(n) == dataset)
+
+
+def trained_networks():
+    """(dataset, network) of every network the learned priors name (`snakemake train` makes them)."""
+    return list(dict.fromkeys((prior_dataset(n), key) for n in learned_priors()
+                              for key in ("denoiser", "consistency")
+                              if key == "denoiser" or config["priors"][n].get("consistency")))
+
+
+def train_args(network):
+    """The `train:` block's settings of one network as CLI flags (true: a bare flag)."""
+    flags = []
+    for key, value in config["train"][network].items():
+        if value is None or value is False:
+            continue
+        flags.append(f"--{key.replace('_', '-')}" + ("" if value is True else f" {shlex.quote(str(value))}"))
+    return " ".join(flags)
+
+
+def sample_inputs(wildcards):
+    return {"prior": prior_file(wildcards.prior), "data": dataset_file(prior_dataset(wildcards.prior)),
+            "weights": f"{WEIGHTS_DIR}/manifest.json"}
+
+
+def sample_outputs():
+    return [f"{SAMPLES.format(prior=n)}.{ext}" for n in learned_priors() for ext in ("png", "json")]
+
+
 def has_oracle(prior, task):
-    """The exact oracle covers Gaussian-mixture priors and the masking operators."""
-    from mapbench.operators import MASKS
-    return config["priors"][prior]["kind"] == "gmm" and task in MASKS
+    """The exact oracle covers Gaussian-mixture priors (every registered operator)."""
+    return config["priors"][prior]["kind"] == "gmm"
 
 
 ORACLE = f"{R}/oracle/{{dataset}}/{{prior}}/{{task}}/sy{{sigma_y}}.npz"
@@ -240,25 +315,17 @@ def oracle_flag(wildcards, input):
 
 
 def prior_spec(prior):
-    """The JSON spec `mapbench solve --prior` reads for a checkpoint prior (absolute paths)."""
+    """The JSON spec `mapbench solve --prior` reads for a checkpoint or learned prior (absolute
+    paths; a learned prior without `consistency` gets `ode_steps` Heun steps of the PF-ODE as C)."""
     p = config["priors"][prior]
     spec = {"kind": p["kind"]}
     for key in ("denoiser", "consistency"):
-        if p.get(key):
-            spec[key] = os.path.abspath(os.path.expanduser(p[key]))
+        path = network_file(prior, key)
+        if path:
+            spec[key] = os.path.abspath(os.path.expanduser(path))
+    if p["kind"] == "edm_unet" and p.get("ode_steps"):
+        spec["ode_steps"] = p["ode_steps"]
     return json.dumps(spec)
-
-
-def prior_dataset(prior):
-    return config["priors"][prior].get("dataset") or next(iter(config["datasets"]))
-
-
-def fit_priors():
-    return [n for n, p in config["priors"].items() if p["kind"] == "gmm" and not p.get("path")]
-
-
-def spec_priors():
-    return [n for n, p in config["priors"].items() if p["kind"] != "gmm" and not p.get("path")]
 
 
 def resource(rule_name, key, default):
@@ -298,8 +365,7 @@ def figure_images(wildcards=None):
 # Register every user-supplied file now, so rule require_file knows them at parse time.
 for _d in config["datasets"]:
     dataset_file(_d)
-for _p, _spec in config["priors"].items():
+for _p in config["priors"]:
     prior_file(_p)
     for _k in ("denoiser", "consistency"):
-        if _spec.get(_k):
-            user_file(_spec[_k], f"priors.{_p}.{_k}")
+        network_file(_p, _k)

@@ -1,5 +1,6 @@
 # Priors: the Gaussian mixture is fitted from the dataset's training split; other kinds
-# (checkpoint: published weights the user supplies) get a small spec file naming their files.
+# (checkpoint: published weights the user supplies; edm_unet: trained by workflow/rules/train.smk)
+# get a small spec file naming their files.
 
 
 rule fit_prior:
@@ -36,8 +37,7 @@ rule fit_prior:
 
 rule prior_spec:
     input:
-        lambda w: [user_file(config["priors"][w.prior][k], f"priors.{w.prior}.{k}")
-                   for k in ("denoiser", "consistency") if config["priors"][w.prior].get(k)],
+        lambda w: [f for f in (network_file(w.prior, k) for k in ("denoiser", "consistency")) if f],
     output:
         f"{R}/priors/{{prior}}.json",
     params:

