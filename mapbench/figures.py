@@ -1,9 +1,10 @@
 """Figures like the MAP-GA paper's: the six masks on one image (Fig. 1) and restored-image grids
-(Figs. 2 and 3: original, observed, then one column per solver, one row per mask).
+(Figs. 2 and 3: original, observed, then one column per solver, one row per task).
 
 Each solver is shown at its best budget by the tables' selection metric (``tables.select_by``,
-else the first of ``tables.metrics``, else PSNR), as in the tables. Missing pixels of the observed
-image are drawn in a flat blue so they cannot be mistaken for dark image content.
+else the first of ``tables.metrics``, else PSNR), as in the tables. Missing pixels of a mask's
+observed image are drawn in a flat blue so they cannot be mistaken for dark image content; a
+blurred measurement is shown as it is, a low-resolution one upsampled (nearest).
 """
 from __future__ import annotations
 
@@ -53,17 +54,19 @@ def to_rgb(img: np.ndarray) -> np.ndarray:
 
 
 def observed(img: np.ndarray, task: str, sigma_y: float, seed: int = 0) -> np.ndarray:
-    """The measurement y = H(x + sigma_y * noise) as an RGB picture, missing pixels in blue."""
+    """The measurement y (``operators.measure``) as an RGB picture of the image's size: a mask's
+    missing pixels in blue, a blur's y as it is, a low-resolution y upsampled (nearest)."""
     import torch
 
     from mapbench.data import from_uint8, to_uint8
-    from mapbench.operators import get_operator
+    from mapbench.operators import get_operator, measure
     op = get_operator(task, img.shape[-1])
     x = from_uint8(img[None])
-    g = torch.Generator().manual_seed(seed)
-    y = op.H(x + sigma_y * torch.randn(x.shape, generator=g))
-    rgb = to_rgb(to_uint8(y)[0])
-    rgb[~op.mask[0, 0].numpy()] = MISSING_RGB
+    y = measure(op, x, sigma_y, [torch.Generator().manual_seed(seed)])
+    f = x.shape[-1] // y.shape[-1]
+    rgb = to_rgb(to_uint8(y.repeat_interleave(f, -2).repeat_interleave(f, -1))[0])
+    if hasattr(op, "mask"):
+        rgb[~op.mask[0, 0].numpy()] = MISSING_RGB
     return rgb
 
 

@@ -1,19 +1,33 @@
-"""The exact oracle for a Gaussian-mixture prior and a coordinate-selection (mask) operator.
+"""The exact oracle for a Gaussian-mixture prior and any registered linear operator.
 
 For ``p(x) = sum_k w_k N(mu_k, Sigma_k)`` and ``y = H x + sigma_y n`` the posterior ``p(x | y)`` is
-again a mixture. This module gives, per image:
-- ``log_posterior(x)``: exact ``log p(x | y) = log p(y | x) + log p(x) - log p(y)``; at
-  ``sigma_y = 0`` the posterior lives on ``{x : H x = y}`` and its log-density (w.r.t. Lebesgue
-  measure on the missing coordinates) is ``log p(x~) - log p_Y(y)`` at ``x~``, ``x`` with its
-  observed coordinates replaced by ``y`` (the solver's measurement error is reported separately);
+again a mixture. All of it is computed in the operator's right-singular basis ``z = V^T x``
+(``mapbench.spectral``): the prior stays a low-rank-plus-isotropic mixture (means ``mu'_k``,
+covariances ``Sigma'_k``) and the likelihood is diagonal, ``y_bar_i = z_i + noise`` of variance
+``nu_i = sigma_y^2 / s_i^2`` (precision ``lam_i = 1 / nu_i``) on the observed coordinates ``O``
+(``s_i > 0``). This module gives, per image:
+- ``log_posterior(x)``: exact ``log p(x | y) = log p(y | x) + log p(x) - log p(y)`` with
+
+      log p(y | x) = -|y - H x|^2 / (2 sigma_y^2) - m/2 log(2 pi sigma_y^2)                     (1)
+      log p(y) = log sum_k w_k N(y_bar_O; mu'_k,O, Sigma'_k,OO + diag(nu_O)) - sum_O log s_i
+                 - |y - H V y_bar|^2 / (2 sigma_y^2) - (m - |O|)/2 log(2 pi sigma_y^2)          (2)
+
+  (``m`` measurement entries; (2) is the change of variables ``U_O^T y = s_O y_bar_O`` plus the
+  ``m - |O|`` coordinates of ``U^T y`` outside the range of H, pure noise). At ``sigma_y = 0`` the
+  posterior lives on ``{H x = y} = {z_O = y_bar_O}`` and its log-density (w.r.t. Lebesgue measure
+  on the null-space coordinates) is ``log p(z~) - log p(z_O = y_bar_O)`` at ``z~``, ``z`` with
+  ``z_O`` replaced by ``y_bar_O`` (``x`` projected onto the affine set; the solver's measurement
+  error is reported separately). For a mask ``V = I`` and ``z = x``.
 - ``map()``: the MAP by the mode-seeking fixed point of Carreira-Perpinan (2000) with the Gaussian
   likelihood folded in, started from every component's posterior mean, best kept:
 
-      x <- (sum_k g_k Sigma_k^{-1} + H^T H / sigma_y^2)^{-1} (sum_k g_k Sigma_k^{-1} mu_k + H^T y / sigma_y^2)
+      z <- (sum_k g_k Sigma'_k^{-1} + diag(lam))^{-1} (sum_k g_k Sigma'_k^{-1} mu'_k + lam * y_bar)   (3)
 
-  with ``g_k`` the responsibilities at ``x`` (restricted to the missing coordinates at sigma_y = 0).
-  Each step never decreases the posterior. The matrix is a diagonal minus a rank ``K r`` term, so
-  it is solved by Woodbury in ``O(d K r + (K r)^3)`` per image.
+  with ``g_k`` the responsibilities at ``z`` (on the null-space coordinates only at sigma_y = 0,
+  where lam = 0 there). Each step never decreases the posterior. The matrix is the diagonal
+  ``alpha + lam`` (``alpha = sum_k g_k / v_k``) minus a rank ``K r`` term, solved by Woodbury; its
+  inner matrix ``U^T diag(1 / (alpha + lam)) U`` is a sum over the ``J`` distinct values of lam
+  (2 for masks and pooling, up to a few hundred for blur): ``O(J (K r)^2 + (K r)^3)`` per start.
 All arithmetic in float64.
 """
 from __future__ import annotations
@@ -24,120 +38,125 @@ import torch
 
 from mapbench.errors import UserError
 from mapbench.priors.gmm import LOG_2PI, GMMPrior
+from mapbench.spectral import spectral_view
 
 
 class Posterior:
-    """``p(x | y)`` for a batch of measurements ``y [B, C, H, W]`` (zeros at missing pixels)."""
+    """``p(x | y)`` for a batch of measurements ``y`` (in the operator's measurement space)."""
+
+    PER_IMAGE = ("y", "y_bar", "log_py")       # the fields that differ between images
 
     def __init__(self, prior: GMMPrior, op, y: torch.Tensor, sigma_y: float):
-        if not hasattr(op, "mask"):
-            raise UserError(f"the oracle supports mask operators only, got {type(op).__name__}")
         if sigma_y < 0:
             raise UserError(f"sigma_y must be >= 0, got {sigma_y}")
-        self.prior, self.sigma_y = prior, float(sigma_y)
-        self.shape = y.shape[1:]
-        self.obs = op.mask.expand(1, *self.shape).reshape(-1).to(y.device)    # [d] bool
-        self.y = y.reshape(y.shape[0], -1).double() * self.obs
-        self.free = torch.ones_like(self.obs) if sigma_y > 0 else ~self.obs
-        K, d, r = prior.U.shape
         dev = y.device
-        self.U = prior.U.to(dev)
+        self.op, self.prior, self.sigma_y, self.shape = op, prior, float(sigma_y), tuple(prior.shape)
+        self.spec = spectral_view(op, self.shape, dev)
+        self.z_prior = self.spec.prior(prior)
+        self.y = y.double()
+        self.y_bar = self.spec.y_bar(self.y)                                   # [B, d]
+        self.obs = self.spec.s > 0                                             # [d] bool
+        self.free = torch.ones_like(self.obs) if sigma_y > 0 else ~self.obs
+        self.lam = self.spec.s ** 2 / sigma_y ** 2 if sigma_y > 0 else torch.zeros_like(self.spec.s)
+        K, d, r = prior.U.shape
+        self.U, self.mu = self.z_prior.U.to(dev), self.z_prior.means.to(dev)
         self.D = (prior.s / (prior.s + prior.v[:, None])).to(dev)            # [K, r]
-        self.v, self.mu = prior.v.to(dev), prior.means.to(dev)
-        self.logw = prior.weights.log().to(dev)
-        U_all = self.U.permute(1, 0, 2).reshape(d, K * r)                      # [d, K r]
-        self.U_free = U_all * self.free[:, None]
-        f, o = self.free.double(), (self.obs & self.free).double()
-        self.G_free = self.U_free.T @ (self.U_free * (1 - o)[:, None])        # unobserved free
-        self.G_obs = self.U_free.T @ (self.U_free * o[:, None])               # observed free
+        self.v, self.logw = prior.v.to(dev), prior.weights.log().to(dev)
+        self.U_free = self.U.permute(1, 0, 2).reshape(d, K * r) * self.free[:, None]   # [d, K r]
+        # U_free^T diag(1[lam = level_j]) U_free, one per distinct precision level
+        self.levels, group = torch.unique(self.lam, return_inverse=True)
+        self.G_levels = torch.stack([self.U_free[group == j].T @ self.U_free[group == j]
+                                     for j in range(len(self.levels))])      # [J, K r, K r]
         self.log_py = self._log_evidence()
 
     # --- densities -----------------------------------------------------------------------------
-    def _clamp(self, x: torch.Tensor) -> torch.Tensor:
-        """At sigma_y = 0, put y in the observed coordinates (the posterior's support)."""
-        return x if self.sigma_y > 0 else torch.where(self.obs, self.y, x)
+    def _clamp(self, z: torch.Tensor) -> torch.Tensor:
+        """At sigma_y = 0, put y_bar in the observed coordinates (the posterior's support)."""
+        return z if self.sigma_y > 0 else torch.where(self.obs, self.y_bar, z)
 
     def log_posterior(self, x: torch.Tensor) -> torch.Tensor:
         """Exact ``log p(x | y)`` ``[B]`` for ``x [B, C, H, W]`` (or flat ``[B, d]``)."""
-        xf = self._clamp(x.reshape(x.shape[0], -1).double())
-        log_prior = self.prior.log_prob(xf.view(-1, *self.shape))
+        x = x.reshape(x.shape[0], *self.shape).double()
+        log_prior = self.z_prior.log_prob(self._clamp(self.spec.Vt(x)))
         if self.sigma_y == 0:
             return log_prior - self.log_py
-        m = int(self.obs.sum())
-        resid = ((self.y - xf) * self.obs).pow(2).sum(1)
-        log_lik = -0.5 * resid / self.sigma_y ** 2 - 0.5 * m * (LOG_2PI + 2 * math.log(self.sigma_y))
+        resid = (self.y - self.op.H(x)).flatten(1).pow(2).sum(1)
+        log_lik = -0.5 * resid / self.sigma_y ** 2 - 0.5 * self.spec.m * self._log_2pi_var()   # (1)
         return log_lik + log_prior - self.log_py
 
+    def _log_2pi_var(self) -> float:
+        return LOG_2PI + 2 * math.log(self.sigma_y)
+
     def _log_evidence(self) -> torch.Tensor:
-        """``log p(y) = log sum_k w_k N(y_O; mu_k,O, Sigma_k,OO + sigma_y^2 I)`` ``[B]``."""
+        """``log p(y)`` ``[B]``, Eq. (2); at sigma_y = 0 ``log p(z_O = y_bar_O)``."""
         o = self.obs
-        m = int(o.sum())
-        U_o = self.U[:, o, :]                                                  # [K, m, r]
-        a = self.prior.v.to(o.device) + self.sigma_y ** 2                      # [K]
+        n = int(o.sum())
         s = self.prior.s.to(o.device)
-        R = self.y[:, o][:, None, :] - self.mu[:, o][None]                     # [B, K, m]
-        # (a I + U S U^T)^{-1} = (I - U (a S^-1 + U^T U)^-1 U^T) / a ; S may have zeros
-        sq = s.sqrt()
-        Us = U_o * sq[:, None, :]                                              # U S^{1/2}
-        inner = torch.eye(s.shape[1], dtype=s.dtype, device=s.device) + Us.transpose(1, 2) @ Us / a[:, None, None]
-        L = torch.linalg.cholesky(inner)
-        P = torch.einsum("bkm,kmr->bkr", R, Us) / a[None, :, None]
+        Us = self.U[:, o, :] * s.sqrt()[:, None, :]                             # U'_O S^{1/2} [K, n, r]
+        a = self.v[:, None] + self.sigma_y ** 2 / self.spec.s[o] ** 2          # diag(v_k + nu_O) [K, n]
+        # (diag(a) + Us Us^T)^{-1} = A^{-1} - A^{-1} Us (I + Us^T A^{-1} Us)^{-1} Us^T A^{-1}
+        eye = torch.eye(s.shape[1], dtype=s.dtype, device=s.device)
+        L = torch.linalg.cholesky(eye + torch.einsum("kir,ki,kiq->krq", Us, 1 / a, Us))
+        R = self.y_bar[:, o][:, None, :] - self.mu[:, o][None]                 # [B, K, n]
+        P = torch.einsum("bki,kir->bkr", R / a, Us)
         sol = torch.cholesky_solve(P.permute(1, 2, 0), L).permute(2, 0, 1)     # [B, K, r]
-        quad = ((R * R).sum(-1) - (P * sol).sum(-1) * a) / a
-        logdet = m * torch.log(a) + 2 * torch.log(torch.diagonal(L, dim1=1, dim2=2)).sum(-1)
-        logN = -0.5 * (quad + logdet + m * LOG_2PI)
-        return torch.logsumexp(self.logw + logN, dim=1)
+        quad = (R * R / a).sum(-1) - (P * sol).sum(-1)
+        logdet = torch.log(a).sum(-1) + 2 * torch.log(torch.diagonal(L, dim1=1, dim2=2)).sum(-1)
+        log_py = torch.logsumexp(self.logw - 0.5 * (quad + logdet + n * LOG_2PI), dim=1)
+        if self.sigma_y == 0:
+            return log_py
+        null = (self.y - self.op.H(self.spec.V(self.y_bar))).flatten(1).pow(2).sum(1)
+        return (log_py - torch.log(self.spec.s[o]).sum() - 0.5 * null / self.sigma_y ** 2
+                - 0.5 * (self.spec.m - n) * self._log_2pi_var())
 
     # --- the MAP ---------------------------------------------------------------------------------
-    def _fixed_point(self, x: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
-        """One step: solve ``(sum_k g_k Sigma_k^-1 + diag(obs)/sigma_y^2) x = rhs`` on the free
-        coordinates (Woodbury), ``x [N, d]``, ``gamma [N, K]``."""
+    def _fixed_point(self, z: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
+        """One step of Eq. (3) on the free coordinates (Woodbury), ``z [N, d]``, ``gamma [N, K]``."""
         K, d, r = self.U.shape
         alpha = (gamma / self.v).sum(1, keepdim=True)                         # [N, 1]
-        prec_y = 1 / self.sigma_y ** 2 if self.sigma_y > 0 else 0.0
-        delta = alpha + prec_y * self.obs.double()                            # diagonal [N, d]
-        # rhs = sum_k g_k Sigma_k^{-1} (mu_k - y~) + obs * y / sigma_y^2, y~ = y at fixed coords
-        fixed_y = self.y if self.sigma_y == 0 else torch.zeros_like(self.y)
+        delta = alpha + self.lam                                              # diagonal [N, d]
+        # rhs = sum_k g_k Sigma_k^{-1} (mu_k - y~) + lam * y_bar, y~ = y_bar at fixed coords
+        fixed_y = self.y_bar if self.sigma_y == 0 else torch.zeros_like(self.y_bar)
         R = self.mu[None] - fixed_y[:, None, :]                               # [N, K, d]
         P = torch.einsum("nkd,kdr->nkr", R, self.U) * self.D
         sinv = (R - torch.einsum("nkr,kdr->nkd", P, self.U)) / self.v[:, None]
-        rhs = torch.einsum("nk,nkd->nd", gamma, sinv) + prec_y * self.y
+        rhs = torch.einsum("nk,nkd->nd", gamma, sinv) + self.lam * self.y_bar
         # W = U_free diag(g), g = sqrt(gamma_k D_k / v_k); A = diag(delta) - W W^T
         g = (gamma[:, :, None] * self.D / self.v[:, None]).sqrt().flatten(1)  # [N, K r]
-        G = (self.G_free / alpha[:, :, None] + self.G_obs / (alpha + prec_y)[:, :, None])
-        M = torch.eye(K * r, dtype=x.dtype, device=x.device) - g[:, :, None] * G * g[:, None, :]
+        G = torch.einsum("nj,jab->nab", 1 / (alpha + self.levels), self.G_levels)  # U^T diag(1/delta) U
+        M = torch.eye(K * r, dtype=z.dtype, device=z.device) - g[:, :, None] * G * g[:, None, :]
         b = rhs / delta
         L = torch.linalg.cholesky(M)                                          # M is SPD
         t = torch.cholesky_solve((g * (b @ self.U_free))[:, :, None], L)[:, :, 0]
         out = b + ((t * g) @ self.U_free.T) / delta
-        return self._clamp(torch.where(self.free, out, x))
+        return self._clamp(torch.where(self.free, out, z))
 
     def map(self, max_iter: int = 200, tol: float = 1e-9):
         """The MAP ``[B, C, H, W]`` and its log-posterior ``[B]``: fixed-point iterations from every
         component's posterior mean, the best end point kept."""
-        B, d = self.y.shape
+        B, d = self.y_bar.shape
         K = self.mu.shape[0]
         starts = []
         for k in range(K):
-            gamma = torch.zeros(B, K, dtype=torch.float64, device=self.y.device)
+            gamma = torch.zeros(B, K, dtype=torch.float64, device=self.y_bar.device)
             gamma[:, k] = 1
-            starts.append(self._fixed_point(self._clamp(torch.zeros_like(self.y)), gamma))
-        x = torch.stack(starts, 1).reshape(B * K, d)                          # [B K, d]
+            starts.append(self._fixed_point(self._clamp(torch.zeros_like(self.y_bar)), gamma))
+        z = torch.stack(starts, 1).reshape(B * K, d)                          # [B K, d]
         rep = _Repeated(self, K)
-        active = torch.arange(B * K, device=x.device)        # starts still moving
+        active = torch.arange(B * K, device=z.device)        # starts still moving
         for _ in range(max_iter):
-            sub = rep.subset(active)
-            gamma = self.prior.responsibilities(x[active].view(-1, *self.shape))
-            new = sub._fixed_point(x[active], gamma)
-            moving = (new - x[active]).abs().amax(1) >= tol
-            x[active] = new
+            gamma = self.z_prior.responsibilities(z[active])
+            new = rep.subset(active)._fixed_point(z[active], gamma)
+            moving = (new - z[active]).abs().amax(1) >= tol
+            z[active] = new
             active = active[moving]
             if len(active) == 0:
                 break
+        x = self.spec.V(z)
         logp = rep.log_posterior(x).view(B, K)
         best = logp.argmax(1)
-        x_map = x.view(B, K, d)[torch.arange(B), best]
-        return x_map.view(B, *self.shape), logp.max(1).values
+        x_map = x.view(B, K, *self.shape)[torch.arange(B), best]
+        return x_map, logp.max(1).values
 
 
 class _Repeated(Posterior):
@@ -145,12 +164,13 @@ class _Repeated(Posterior):
 
     def __init__(self, post: Posterior, K: int):
         self.__dict__.update(post.__dict__)
-        self.y = post.y.repeat_interleave(K, 0)
-        self.log_py = post.log_py.repeat_interleave(K, 0)
+        for name in self.PER_IMAGE:
+            setattr(self, name, getattr(post, name).repeat_interleave(K, 0))
 
     def subset(self, rows: torch.Tensor) -> "_Repeated":
         """The same posterior restricted to some rows (starts)."""
         sub = object.__new__(_Repeated)
         sub.__dict__.update(self.__dict__)
-        sub.y, sub.log_py = self.y[rows], self.log_py[rows]
+        for name in self.PER_IMAGE:
+            setattr(sub, name, getattr(self, name)[rows])
         return sub

@@ -90,7 +90,7 @@ def run_batch(prior, op, x0: torch.Tensor, ids: list[str], job: Job, oracle: boo
             "seconds": torch.full((B,), seconds / B),
             "peak_mem_mb": torch.full((B,), _peak_mem_mb(x0.device)),
         }
-        if oracle and hasattr(op, "mask"):                      # the oracle supports masks only
+        if oracle:
             metrics.update(oracle_metrics(prior, op, y, job.sigma_y, x_hat, x0, x_map, logp_map))
     return x_hat, {k: v.detach().double().cpu() for k, v in metrics.items()}
 

@@ -84,7 +84,7 @@ def run(args) -> int:
     ids = [f"{i:05d}" for i in range(len(x_all))]
     op = get_operator(args.task, x_all.shape[-1])
     prior = load_prior(args.prior, args.prior_kind)
-    oracle = args.oracle and args.prior_kind == "gmm" and hasattr(op, "mask")
+    oracle = args.oracle and args.prior_kind == "gmm"
     x_map = logp_map = None
     if oracle and args.oracle_map:
         x_map, logp_map = load_map(args.oracle_map, ids, args.task, args.sigma_y, args.seed)

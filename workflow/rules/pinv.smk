@@ -1,4 +1,4 @@
-# A solver as a rule: the pseudo-inverse baseline x_hat = H^T y (for the masks: the observed
+# A solver as a rule: the pseudo-inverse baseline x_hat = H^+ y (for the masks: the observed
 # pixels, zeros elsewhere). Switched on by a config block with `rule: pinv.smk`:
 #
 #   solvers:

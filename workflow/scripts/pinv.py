@@ -1,4 +1,5 @@
-"""The pseudo-inverse baseline x_hat = H^T y, run by rule solve_pinv (workflow/rules/pinv.smk).
+"""The pseudo-inverse baseline x_hat = H^+ y = V diag(s)^+ U^T y (the operator's SVD; for a mask
+H^T y, the observed pixels and zeros elsewhere), run by rule solve_pinv (workflow/rules/pinv.smk).
 
 Writes the two files of the solver contract: a shard of per-image rows (psnr, mse, consistency,
 nfe, seconds; and, where rule oracle gives the exact MAPs, the exact oracle's logpost_gap, logpost_gap_gt,
@@ -28,14 +29,15 @@ def main(sm) -> None:
     op = get_operator(w.task, x0.shape[-1])
     t0 = time.perf_counter()
     y = measurement(op, x0, ids, sigma_y, int(sm.params.seed))
-    x_hat = op.H_adjoint(y)
+    svd = op.svd()
+    x_hat = svd.V(svd.y_bar(y))
     seconds = (time.perf_counter() - t0) / len(ids)
     mse = ((x_hat.clamp(-1, 1) - x0) / 2).flatten(1).pow(2).mean(1)
     m = op.H(torch.ones_like(x0[:1])).sum()
     metrics = {"mse": mse, "psnr": -10 * torch.log10(mse.clamp_min(1e-20)),
                "consistency": (op.H(x_hat) - y).flatten(1).pow(2).sum(1).div(m).sqrt(),
                "nfe": torch.zeros(len(ids)), "seconds": torch.full((len(ids),), seconds)}
-    if "oracle_map" in sm.input.keys():  # the exact MAPs of rule oracle (gmm prior, masks)
+    if "oracle_map" in sm.input.keys():  # the exact MAPs of rule oracle (gmm priors)
         from mapbench.commands.oracle import load_map
         from mapbench.priors import load_prior
         prior = load_prior(sm.input.prior, "gmm")
