@@ -204,8 +204,8 @@ def test_tiny_run_writes_every_output(tiny_run):
     assert len(list((results / "benchmarks").rglob("*.tsv"))) == 3 + 2 + 2 + 1  # + oracle 2, fit_prior
     # the rule solver's rows reach the tables
     t1 = (results / "tables" / "table1_noiseless.tex").read_text()
-    assert r"$H^\top y$" in t1 and "MAP-GA" in t1 and "PGDM" in t1
-    assert r"$H^\top y$" in (results / "tables" / "table3_noisy.tex").read_text()
+    assert r"$H^+ y$" in t1 and "MAP-GA" in t1 and "PGDM" in t1
+    assert r"$H^+ y$" in (results / "tables" / "table3_noisy.tex").read_text()
     assert "MAP-GA" in (results / "tables" / "table2_warmstart.tex").read_text()
 
 
