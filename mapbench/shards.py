@@ -62,11 +62,12 @@ def write(rows: pd.DataFrame, path: str | Path, meta: dict[str, str]) -> Path:
 def read_table(path: str | Path) -> pa.Table:
     """Read and validate one shard as an Arrow table; a bad file raises UserError naming it."""
     path = Path(path)
-    try:
-        table = pq.read_table(path)
+    try:  # one small file: no read-ahead, no intra-file threads (callers read many in parallel)
+        with pq.ParquetFile(path, pre_buffer=False) as f:
+            table = f.read(use_threads=False)
     except Exception as e:  # pyarrow raises several types for truncated/foreign files
         raise UserError(f"{path}: not a readable Parquet shard ({type(e).__name__}: {e})") from None
-    problems = check_schema(table.schema)
+    problems = [] if table.schema.equals(SCHEMA) else check_schema(table.schema)
     if problems:
         raise UserError(f"{path}: {'; '.join(problems)}")
     return table

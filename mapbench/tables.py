@@ -28,6 +28,7 @@ from mapbench.io import atomic_path
 from mapbench.shards import KEY
 
 GROUP = ["dataset", "prior", "task", "sigma_y", "start", "solver"]  # KEY without the budget
+SUMMARY_INPUT = KEY + ["seed", "image_id", "metric", "value", "status", "source"]
 BUDGET = ["steps", "iters"]
 
 # Display names of the paper's methods; config (tables.display, a solver's `display`) overrides.
@@ -120,9 +121,17 @@ def dedupe(df: pd.DataFrame) -> pd.DataFrame:
     """One row per (key, seed, image, metric); image-quality rows from ``eval`` win over ``solve``."""
     if "source" not in df.columns:
         df = df.assign(source="solve")
-    rank = df["source"].map({"eval": 0, "solve": 1}).fillna(2)
-    df = df.assign(_rank=rank).sort_values("_rank", kind="stable")
-    return df.drop_duplicates(KEY + ["seed", "image_id", "metric"]).drop(columns="_rank")
+    source = df["source"].to_numpy()
+    rank = np.where(source == "eval", 0, np.where(source == "solve", 1, 2))
+    if (np.diff(rank) < 0).any():
+        df = df.iloc[np.argsort(rank, kind="stable")]
+    return df.drop_duplicates(KEY + ["seed", "image_id", "metric"])
+
+
+def tuples(frame: pd.DataFrame):
+    """The rows of ``frame`` as tuples of Python scalars, as ``itertuples(index=False)`` gives
+    them but without its per-element cost on Arrow string columns."""
+    return zip(*(frame[c].tolist() for c in frame.columns))
 
 
 def intervals(values: np.ndarray, how: str, level: float, resamples: int, seed: int = 0):
@@ -150,10 +159,11 @@ def interval(values: np.ndarray, how: str, level: float, resamples: int, seed: i
     return float(lo[0]), float(hi[0])
 
 
-def summarise(df: pd.DataFrame, opts: Options) -> pd.DataFrame:
+def summarise(df: pd.DataFrame, opts: Options, interval_metrics=None) -> pd.DataFrame:
     """Per (KEY, metric): mean, lo, hi, n (images behind it), set_level; and per KEY n_fail
-    (failed images) and n_images (all images of the job)."""
-    df = dedupe(df)
+    (failed images) and n_images (all images of the job). ``interval_metrics``: only these
+    metrics get an interval (lo, hi NaN for the others; default all): the bootstrap is the cost."""
+    df = dedupe(df[[c for c in SUMMARY_INPUT if c in df.columns]])
     per_image = df[df["image_id"] != ""]
     ok = (per_image["status"] == "ok") & np.isfinite(per_image["value"])
     failed = (per_image[~ok].drop_duplicates(KEY + ["seed", "image_id"])
@@ -165,30 +175,31 @@ def summarise(df: pd.DataFrame, opts: Options) -> pd.DataFrame:
     order = np.argsort(code, kind="stable")
     values = good["value"].to_numpy(float)[order]
     sizes = np.bincount(code, minlength=code.max() + 1 if len(code) else 0)
-    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(int)
-    mean, lo, hi = np.empty(len(sizes)), np.empty(len(sizes)), np.empty(len(sizes))
+    starts = np.cumsum(sizes) - sizes
+    keys = good.iloc[order[starts]][KEY + ["metric"]]
+    wanted = (np.ones(len(sizes), bool) if interval_metrics is None
+              else keys["metric"].isin(list(interval_metrics)).to_numpy())
+    mean, lo, hi = np.empty(len(sizes)), np.full(len(sizes), math.nan), np.full(len(sizes), math.nan)
     for n in np.unique(sizes):
         sel = np.flatnonzero(sizes == n)
         V = values[starts[sel][:, None] + np.arange(n)]
         mean[sel] = V.mean(1)
-        lo[sel], hi[sel] = intervals(V, opts.interval, opts.level, opts.bootstrap_resamples)
-    keys = good.iloc[order[starts]][KEY + ["metric"]].itertuples(index=False) if len(code) else []
+        boot = wanted[sel]
+        lo[sel[boot]], hi[sel[boot]] = intervals(V[boot], opts.interval, opts.level,
+                                                 opts.bootstrap_resamples)
     rows = [(*key, float(m), float(a), float(b), int(n), False)
-            for key, m, a, b, n in zip(keys, mean, lo, hi, sizes)]
+            for key, m, a, b, n in zip(tuples(keys), mean, lo, hi, sizes)]
     seen = {tuple(r[:len(KEY) + 1]) for r in rows}
     for key in per_image[~ok][KEY + ["metric"]].drop_duplicates().itertuples(index=False):
         if tuple(key) not in seen:  # every image failed: no mean, but the row (and its fail count) stays
             rows.append((*key, math.nan, math.nan, math.nan, 0, False))
-    set_level = df[df["image_id"] == ""]
-    counts = {tuple(r[:-1]): r[-1] for r in set_level[KEY + ["metric", "value"]].itertuples(index=False)
-              if str(r[len(KEY)]).endswith("_n")}
-    for r in set_level.itertuples(index=False):
-        if r.metric.endswith("_n"):
+    set_level = list(tuples(df.loc[df["image_id"] == "", KEY + ["metric", "value", "status"]]))
+    counts = {r[:-2]: r[-2] for r in set_level if str(r[len(KEY)]).endswith("_n")}
+    for *key, metric, value, status in set_level:
+        if metric.endswith("_n"):
             continue
-        value = r.value if r.status == "ok" else math.nan
-        key = tuple(getattr(r, k) for k in KEY)
-        n = counts.get((*key, f"{r.metric}_n"), math.nan)
-        rows.append((*key, r.metric, value, math.nan, math.nan, n, True))
+        n = counts.get((*key, f"{metric}_n"), math.nan)
+        rows.append((*key, metric, value if status == "ok" else math.nan, math.nan, math.nan, n, True))
     out = pd.DataFrame(rows, columns=KEY + ["metric", "mean", "lo", "hi", "n", "set_level"])
     out = out.merge(failed.reset_index(), on=KEY, how="left").merge(images.reset_index(), on=KEY, how="left")
     out["n_fail"] = out["n_fail"].fillna(0).astype(int)
@@ -198,8 +209,8 @@ def summarise(df: pd.DataFrame, opts: Options) -> pd.DataFrame:
 
 def reference_gap(df: pd.DataFrame, opts: Options) -> pd.DataFrame:
     """The ground truth's own log-posterior gap (``logpost_gap_gt``) per (dataset, prior, task, sigma_y)."""
-    g = dedupe(df)
-    g = g[(g["metric"] == "logpost_gap_gt") & (g["status"] == "ok") & np.isfinite(g["value"])]
+    g = dedupe(df[df["metric"] == "logpost_gap_gt"])
+    g = g[(g["status"] == "ok") & np.isfinite(g["value"])]
     g = g.drop_duplicates(["dataset", "prior", "task", "sigma_y", "seed", "image_id"])
     rows = []
     for key, h in g.groupby(["dataset", "prior", "task", "sigma_y"], sort=False):
@@ -216,25 +227,32 @@ def choose_budgets(summary: pd.DataFrame, opts: Options, metrics: list[str],
     Returns GROUP + steps, iters, chosen_by. When ``select_by`` has no value for a group, the
     next metric of ``metrics`` that has one decides; failing all, the largest budget.
     """
-    candidates = [select_by or opts.select_by or metrics[0]] + list(metrics)
+    candidates = list(dict.fromkeys([select_by or opts.select_by or metrics[0]] + list(metrics)))
+    s = summary.assign(_pos=np.arange(len(summary)))
+    found = s[s["metric"].isin(candidates) & np.isfinite(s["mean"])]
+    # per group the first candidate with a value, then its best mean (the first row on ties)
+    priority = pd.Categorical(found["metric"], categories=candidates).codes
+    sign = np.array([1.0 if lower_is_better(m) else -1.0 for m in candidates])[priority]
+    best = (found.assign(_p=priority, _s=sign * found["mean"].to_numpy())
+            .sort_values(["_p", "_s", "_pos"]).drop_duplicates(GROUP))
+    largest = (s.assign(_c=s["steps"] * s["iters"]).sort_values(["_c", "steps"])
+               .drop_duplicates(GROUP, keep="last"))
+
+    def by_group(frame, cols):
+        return {r[:len(GROUP)]: r[len(GROUP):]
+                for r in frame[GROUP + cols].itertuples(index=False, name=None)}
+
+    best, largest = by_group(best, BUDGET + ["metric"]), by_group(largest, BUDGET)
     rows = []
-    for key, g in summary.groupby(GROUP, sort=False):
-        solver = key[GROUP.index("solver")]
-        fixed = opts.fixed_budget(solver)
+    for key in summary[GROUP].drop_duplicates().dropna().itertuples(index=False, name=None):
+        fixed = opts.fixed_budget(key[GROUP.index("solver")])
         if fixed is not None:
             rows.append((*key, *fixed, "fixed"))
-            continue
-        chosen = None
-        for metric in dict.fromkeys(candidates):
-            m = g[(g["metric"] == metric) & np.isfinite(g["mean"])]
-            if len(m):
-                best = m["mean"].idxmin() if lower_is_better(metric) else m["mean"].idxmax()
-                chosen = (int(m.at[best, "steps"]), int(m.at[best, "iters"]), metric)
-                break
-        if chosen is None:
-            b = g.assign(_c=g["steps"] * g["iters"]).sort_values(["_c", "steps"]).iloc[-1]
-            chosen = (int(b["steps"]), int(b["iters"]), "largest")
-        rows.append((*key, *chosen))
+        elif key in best:
+            steps, iters, metric = best[key]
+            rows.append((*key, int(steps), int(iters), metric))
+        else:
+            rows.append((*key, *(int(v) for v in largest[key]), "largest"))
     return pd.DataFrame(rows, columns=GROUP + BUDGET + ["chosen_by"])
 
 
@@ -351,7 +369,7 @@ def _caption_note(opts: Options, metrics: list[str], select_by: str, fixed: bool
 
 
 def _tasks(df: pd.DataFrame, opts: Options) -> list[str]:
-    present = list(dict.fromkeys(df["task"]))
+    present = list(df["task"].unique())
     order = [t for t in opts.tasks if t in present]
     return order + [t for t in present if t not in order]
 
@@ -359,23 +377,25 @@ def _tasks(df: pd.DataFrame, opts: Options) -> list[str]:
 def method_rows(summary: pd.DataFrame, chosen: pd.DataFrame, tasks: list[str],
                 metrics: list[str], opts: Options, sigma: str = "") -> list[Row]:
     """One Row per solver of ``summary`` (already filtered to one dataset/prior/sigma_y/start)."""
-    rows = []
     merged = summary.merge(chosen, on=GROUP + BUDGET)
+    first = {}  # (solver, task) and (solver, task, metric) -> its first row
+    for r in merged.to_dict("records"):
+        first.setdefault((r["solver"], r["task"]), r)
+        first.setdefault((r["solver"], r["task"], r["metric"]), r)
+    rows, present = [], set(merged["solver"])
     for solver in opts.solver_order(summary["solver"].unique()):
-        s = merged[merged["solver"] == solver]
-        if s.empty:
+        if solver not in present:
             continue
         cells, budgets, fails, n = {}, {}, 0, 0
         for t in tasks:
-            st = s[s["task"] == t]
-            if st.empty:
+            st = first.get((solver, t))
+            if st is None:
                 continue
-            budgets[t] = (int(st["steps"].iloc[0]), int(st["iters"].iloc[0]))
-            fails += int(st["n_fail"].iloc[0])
-            n += int(st["n_images"].iloc[0])
+            budgets[t] = (int(st["steps"]), int(st["iters"]))
+            fails += int(st["n_fail"])
+            n += int(st["n_images"])
             for m in metrics:
-                hit = st[st["metric"] == m]
-                cells[(t, m)] = hit.iloc[0].to_dict() if len(hit) else None
+                cells[(t, m)] = first.get((solver, t, m))
         rows.append(Row(opts.name(solver), cells, budgets, sigma, fails, n))
     return rows
 
@@ -452,14 +472,18 @@ def ablation_table(summary: pd.DataFrame, opts: Options) -> str:
             tasks = _tasks(g, opts)
             blocks = []
             for (sigma_y, start), gs in g.groupby(["sigma_y", "start"], sort=True):
+                runs = {}  # (solver, steps, iters) -> its rows (one per task)
+                for r in gs.to_dict("records"):
+                    runs.setdefault((r["solver"], r["steps"], r["iters"]), []).append(r)
                 rows = []
                 for solver in opts.solver_order(gs["solver"].unique()):
-                    for (steps, iters), gb in gs[gs["solver"] == solver].groupby(BUDGET, sort=True):
-                        cells = {(r["task"], metric): r.to_dict() for _, r in gb.iterrows()}
-                        fails = int(gb["n_fail"].sum())
-                        n = int(gb["n_images"].sum())
+                    for steps, iters in sorted(k[1:] for k in runs if k[0] == solver):
+                        run = runs[(solver, steps, iters)]
+                        cells = {(r["task"], metric): r for r in run}
                         rows.append(Row(f"{opts.name(solver)} ({steps},{iters})", cells,
-                                        sigma=f"{sigma_y:g}, {start}", n_fail=fails, n_images=n))
+                                        sigma=f"{sigma_y:g}, {start}",
+                                        n_fail=sum(r["n_fail"] for r in run),
+                                        n_images=sum(r["n_images"] for r in run)))
                 blocks.append(rows)
             cap = (f"Ablation over the (steps, iters) budget: {LABELS.get(metric, latex_escape(metric))}. "
                    f"Dataset {latex_escape(dataset)}, prior {latex_escape(prior)}; "
@@ -480,7 +504,8 @@ TABLE_FILES = ["table1_noiseless.tex", "table2_warmstart.tex", "table3_noisy.tex
 
 def build_all(df: pd.DataFrame, opts: Options) -> dict[str, str]:
     """file name -> LaTeX source, for every table."""
-    summary = summarise(df, opts)
+    shown = {*opts.metrics, *opts.oracle_metrics, *opts.ablation_metrics}  # intervals only for these
+    summary = summarise(df, opts, interval_metrics=shown)
     return {
         "table1_noiseless.tex": main_table(
             summary, opts, noisy=False, start="noise", label="tab:noiseless",
