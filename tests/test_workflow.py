@@ -95,8 +95,9 @@ def test_default_dry_run_lists_every_job():
                 continue
             for sigma in s.get("sigma_y", config["sigma_y"]):
                 starts = [st for st in s.get("starts", ["noise"]) if st == "noise" or sigma == 0]
-                expected += len(config["tasks"]) * len(starts) * len(s["budgets"])
-                groups |= {(prior, t, sigma, st) for t in config["tasks"] for st in starts}
+                tasks = p.get("tasks", config["tasks"])
+                expected += len(tasks) * len(starts) * len(s["budgets"])
+                groups |= {(prior, t, sigma, st) for t in tasks for st in starts}
     r = snakemake("-n", "--config", "batch=job", cwd=ROOT)  # one job per shard key
     assert r.returncode == 0, r.stderr
     counts = job_counts(r.stdout + r.stderr)
@@ -136,6 +137,8 @@ def test_paper_dry_run_lists_the_grid_without_the_files(tmp_path):
     ({"solvers": {"pgdm": {"budgets": [[2, 1]], "sigma_y": [0.3]}}}, "0.3"),
     ({"priors": {"g": {"kind": "mystery"}}}, "mystery"),
     ({"solvers": {"pgdm": {"budgets": [[0, 1]]}}}, "less than the minimum"),
+    ({"priors": {"g": {"kind": "gmm", "tasks": ["half"]}}}, "priors.g.tasks"),
+    ({"priors": {"g": {"kind": "gmm", "solvers": ["dps"]}}}, "priors.g.solvers"),
 ])
 def test_bad_config_fails_before_any_job_naming_the_value(tmp_path, change, named):
     config = write_config(tmp_path, tiny_config(**change))

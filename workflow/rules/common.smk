@@ -58,9 +58,12 @@ def _check_registries():
         if p.get("dataset") and p["dataset"] not in config["datasets"]:
             _fail(f"priors.{name}.dataset: {p['dataset']!r} is not a configured dataset "
                   f"({', '.join(config['datasets'])})")
-        unknown = [s for s in p.get("solvers", []) if s not in config["solvers"]]
-        if unknown:
-            _fail(f"priors.{name}.solvers: {unknown} not in the configured solvers")
+        if "tasks" in p:
+            p["tasks"] = [ALIASES.get(t, t) for t in p["tasks"]]
+        for key, allowed in (("solvers", config["solvers"]), ("tasks", config["tasks"])):
+            unknown = [v for v in p.get(key, []) if v not in allowed]
+            if unknown:
+                _fail(f"priors.{name}.{key}: {unknown} not in the configured {key}")
         if p["kind"] == "checkpoint" and not (p.get("path") or p.get("denoiser")):
             _fail(f"priors.{name}: a checkpoint prior needs `denoiser` (and `consistency`) or `path`")
     for name, s in config["solvers"].items():
@@ -102,7 +105,7 @@ def _jobs():
             for prior, p in config["priors"].items():
                 if p.get("dataset", dataset) != dataset or solver not in p.get("solvers", [solver]):
                     continue
-                for task in config["tasks"]:
+                for task in p.get("tasks", config["tasks"]):
                     for sigma in s.get("sigma_y", config["sigma_y"]):
                         for start in s.get("starts", ["noise"]):
                             if start == "warm" and float(sigma) != 0:
