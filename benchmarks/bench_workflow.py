@@ -1,41 +1,55 @@
-"""Workflow overhead: start-up (interpreter, imports, prior and data loading, writing) against
-compute for default `mapbench solve` jobs, and snakemake's own scheduling time for the default
-config.
+"""Workflow start-up against compute for the default config's solve jobs, with ``batch: group``
+(the default: one ``mapbench solve --runs`` process per (dataset, prior, task, sigma_y, start))
+and with ``batch: job`` (one process per (solver, steps, iters)); and snakemake's planning time.
 
-- ``python -c pass`` and the imports of a solve job, each in a fresh process;
-- a solve job with the smallest budget (1 step, 1 iteration, 1 image, no oracle): almost all of its
-  wall time is start-up and writing;
-- default jobs (config/config.yaml: 16 images in one batch, the oracle on): map_ga (10, 5) and
-  pgdm (20, 1) on box50; each job's own compute is the solver time recorded in its shard
-  (metric ``seconds`` summed over images), so start-up = wall - compute - oracle is measured,
-  not modelled (the oracle time is what remains after the compute and the tiny job's start-up);
-- ``snakemake -n`` (dry run: parse, config validation, DAG of the whole default grid) in a copy of
-  the workflow, and the job count it plans.
-The default GMM prior (16 components, rank 16) is fitted once with `mapbench fit-prior` into a
-cache directory (reported, not part of the per-job numbers).
+The jobs are the workflow's own: the shell commands ``snakemake -n -p`` prints for the default
+config (and for ``--config batch=job``), run in a copy of the workflow with ``timed_cli.py`` in
+place of ``python -m mapbench.cli``. Per job:
 
-    .venv/bin/python benchmarks/bench_workflow.py
+- ``startup_s``: launch -> the first solver call (interpreter, imports incl. torch, command line,
+  data, prior and oracle-MAP loading), measured inside the job by ``timed_cli.py``;
+- ``compute_s``: the solver time the job's shards record (metric ``seconds`` summed over images);
+- ``rest_s``: wall - start-up - compute (oracle metrics, writing shards and images, and the
+  interpreter's exit, ``exit_s`` of it);
+- ``startup_pct``: start-up / wall (goal <= 5%); for ``batch: job`` the group's jobs are summed,
+  and ``worst_job_pct`` is the largest single job's share.
+
+Inputs are made by snakemake itself in the copy (the GMM prior is fitted once and cached; the
+oracle MAPs of the group's (task, sigma_y)); the learned priors' networks are trained for one step
+(``train.*.steps: 1``; timings need the architecture, not trained weights) unless the
+configured checkpoints exist. Also timed: ``python -c pass``, ``import torch``, the mapbench
+command line, and the import the first ``torch.autograd.grad`` call makes (sympy, inside the
+first run's compute).
+
+    .venv/bin/python benchmarks/bench_workflow.py [--groups box50/sy0.0/noise ...]
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
+import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import pandas as pd
+import yaml
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 from common import machine_note, write_results  # noqa: E402
 
+from mapbench import shards  # noqa: E402
+
 PY = sys.executable
-DATA = ROOT / "data" / "fashion_mnist_32.npz"
+SNAKEMAKE = str(Path(PY).parent / "snakemake")
+CLI = re.compile(r"^\S+ -m mapbench\.cli ")
 
 
 def wall(cmd, **kw) -> tuple[float, subprocess.CompletedProcess]:
@@ -43,79 +57,148 @@ def wall(cmd, **kw) -> tuple[float, subprocess.CompletedProcess]:
     out = subprocess.run(cmd, capture_output=True, text=True, **kw)
     dt = time.perf_counter() - t0
     if out.returncode != 0:
-        raise RuntimeError(f"{' '.join(map(str, cmd))} failed:\n{out.stderr[-2000:]}")
+        raise RuntimeError(f"{cmd if isinstance(cmd, str) else ' '.join(map(str, cmd))} failed:\n"
+                           f"{out.stdout[-1000:]}\n{out.stderr[-2000:]}")
     return dt, out
 
 
-def best_of(n, cmd, **kw) -> float:
-    return min(wall(cmd, **kw)[0] for _ in range(n))
+def best_of(n: int, cmd) -> float:
+    return min(wall(cmd)[0] for _ in range(n))
 
 
-def solve_cmd(prior, out_dir, solver, steps, iters, n_images, oracle=True):
-    cmd = [PY, "-m", "mapbench.cli", "solve", "--data", DATA, "--dataset", "fashion_mnist",
-           "--prior", prior, "--prior-name", "gmm", "--task", "box50", "--sigma-y", "0.0",
-           "--solver", solver, "--steps", steps, "--iters", iters, "--start", "noise",
-           "--n-images", n_images, "--batch-size", 16, "--seed", 0, "--device", "cpu",
-           "--threads", 1, "--out", out_dir / f"{solver}_{steps}_{iters}.parquet",
-           "--images-out", out_dir / f"{solver}_{steps}_{iters}.npz"]
-    return [str(c) for c in cmd] + ([] if oracle else ["--no-oracle"])
+def dry_run(wf: Path, *extra) -> tuple[float, list[dict], int]:
+    """``snakemake -n -p`` in ``wf``: wall seconds, the planned jobs (rule, inputs, outputs, shell
+    command) and the job count."""
+    dt, out = wall([SNAKEMAKE, "-n", "-p", "--cores", "2", *extra], cwd=wf)
+    jobs = []
+    for line in out.stdout.splitlines():
+        if m := re.match(r"^(?:local)?rule (\S+):$", line):
+            jobs.append({"rule": m.group(1), "input": [], "output": []})
+        elif m := re.match(r"^    (input|output): (.*)$", line):
+            jobs[-1][m.group(1)] = m.group(2).split(", ")
+        elif line.startswith("Shell command: "):
+            jobs[-1]["cmd"] = line[len("Shell command: "):]
+    total = re.search(r"^total\s+(\d+)", out.stdout, re.M)
+    return dt, jobs, int(total.group(1)) if total else -1
+
+
+def group_of(job: dict) -> str | None:
+    """``prior/task/sy<sigma>/start`` of a solve job (from its first shard), else None."""
+    shard = next((p for p in job["output"] if "/shards/solve/" in p), None)
+    if not shard or "cmd" not in job or " solve " not in job["cmd"]:
+        return None
+    return "/".join(shard.split("/shards/solve/")[1].split("/")[1:5])
+
+
+def run_timed(wf: Path, job: dict, marks: Path) -> dict:
+    """Run one solve job's shell command with ``timed_cli.py``; its phases and compute."""
+    cmd = CLI.sub(f"{PY} {HERE / 'timed_cli.py'} {marks} ", job["cmd"])
+    for out in job["output"]:
+        (wf / out).parent.mkdir(parents=True, exist_ok=True)
+    log = re.search(r"> (\S+) 2>&1$", cmd)
+    if log:
+        (wf / log.group(1)).parent.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, MAPBENCH_LAUNCH=repr(time.time()))
+    dt, _ = wall(["bash", "-c", cmd], cwd=wf, env=env)
+    m = json.loads(marks.read_text())
+    compute = 0.0
+    for out in job["output"]:
+        if out.endswith(".parquet"):
+            df = shards.read(wf / out)
+            compute += float(df.loc[df["metric"] == "seconds", "value"].sum())
+    runs = sum(out.endswith(".parquet") for out in job["output"])
+    return {"wall_s": dt, "startup_s": m["first_step"], "imports_s": m["run"],
+            "compute_s": compute, "exit_s": dt - m["end"], "runs": runs}
+
+
+def inputs(wf: Path, config: dict, jobs: list[dict]) -> None:
+    """Make the inputs of ``jobs`` with snakemake in ``wf`` (networks trained for one step)."""
+    cfg = dict(config)
+    cfg["train"] = {**cfg.get("train", {})}
+    for net in ("denoiser", "consistency"):
+        cfg["train"][net] = {**cfg["train"].get(net, {}), "steps": 1}
+    (wf / "bench_config.yaml").write_text(yaml.safe_dump(cfg))
+    targets = sorted({p for j in jobs for p in j["input"] if p.startswith(config["results"])})
+    wall([SNAKEMAKE, *targets, "--cores", "2", "--configfile", "bench_config.yaml"], cwd=wf)
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--groups", nargs="+", default=["box50/sy0.0/noise"],
+                    help="task/sy<sigma_y>/start of the groups to run, for every prior")
     ap.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "mapbench-bench-wf"))
     ap.add_argument("--name", default="workflow_overhead")
     args = ap.parse_args(argv)
+
     note = machine_note()
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
-    prior = cache / "gmm.pt"
-    rows = []
-    if not prior.is_file():
-        dt, _ = wall([PY, "-m", "mapbench.cli", "fit-prior", "--data", str(DATA), "--components",
-                      "16", "--rank", "16", "--seed", "0", "--out", str(prior)], cwd=ROOT)
-        rows.append({"what": "fit-prior (default gmm, once per run)", "wall_s": dt})
-    rows.append({"what": "python -c pass", "wall_s": best_of(3, [PY, "-c", "pass"])})
-    rows.append({"what": "imports of a solve job", "wall_s": best_of(3, [
-        PY, "-c", "import torch, pandas, pyarrow.parquet; from mapbench.commands import solve; "
-                  "import mapbench.runner, mapbench.priors, mapbench.shards, mapbench.oracle"])})
-    out_dir = Path(tempfile.mkdtemp(prefix="mapbench-wf-"))
-    tiny = best_of(2, solve_cmd(prior, out_dir, "map_ga", 1, 1, 1, oracle=False), cwd=ROOT)
-    rows.append({"what": "solve, smallest job (start-up + load + write)", "wall_s": tiny})
-    from mapbench import shards
-    for solver, steps, iters in (("map_ga", 10, 5), ("pgdm", 20, 1)):
-        dt, _ = wall(solve_cmd(prior, out_dir, solver, steps, iters, 16), cwd=ROOT)
-        df = shards.read(out_dir / f"{solver}_{steps}_{iters}.parquet")
-        compute = float(df.loc[df.metric == "seconds", "value"].sum())
-        rows.append({"what": f"solve default job {solver} ({steps},{iters}), 16 images",
-                     "wall_s": dt, "compute_s": compute, "startup_s": tiny,
-                     "oracle_and_rest_s": dt - compute - tiny,
-                     "startup_pct": 100 * tiny / dt})
-    shutil.rmtree(out_dir, ignore_errors=True)
+    rows = [
+        {"what": "python -c pass", "wall_s": best_of(3, [PY, "-c", "pass"])},
+        {"what": "python -c 'import torch'", "wall_s": best_of(3, [PY, "-c", "import torch"])},
+        {"what": "mapbench command line (every command module imported, torch incl.)",
+         "wall_s": best_of(3, [PY, "-c", "from mapbench import cli; cli.build_parser()"])},
+    ]
+    grad_import = min(float(wall([PY, "-c", "import torch, time; t = time.perf_counter(); "
+                                            "import torch.fx.experimental.symbolic_shapes; "
+                                            "print(time.perf_counter() - t)"])[1].stdout)
+                      for _ in range(3))
+    rows.append({"what": "the first torch.autograd.grad's import (sympy; in the first run)",
+                 "wall_s": grad_import})
 
-    wf = Path(tempfile.mkdtemp(prefix="mapbench-wf-dry-"))
-    for item in ("Snakefile", "workflow", "config", "data", "profiles"):
+    wf = Path(tempfile.mkdtemp(prefix="mapbench-wf-"))
+    for item in ("Snakefile", "workflow", "config", "data", "profiles", "checkpoints"):
         src = ROOT / item
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, wf / item)
-    snakemake = str(Path(PY).parent / "snakemake")
-    dt, out = wall([snakemake, "-n", "--cores", "2"], cwd=wf)
-    m = re.search(r"^total\s+(\d+)", out.stdout, re.M)
-    n_jobs = int(m.group(1)) if m else -1
-    rows.append({"what": f"snakemake -n, default config ({n_jobs} jobs planned)", "wall_s": dt})
+        if src.exists():
+            (shutil.copytree if src.is_dir() else shutil.copy)(src, wf / item)
+    config = yaml.safe_load((wf / "config" / "config.yaml").read_text())
+    dt, group_jobs, n = dry_run(wf)
+    rows.append({"what": f"snakemake -n, default config ({n} jobs planned)", "wall_s": dt})
+    dt, single_jobs, n = dry_run(wf, "--config", "batch=job")
+    rows.append({"what": f"snakemake -n, default config with batch: job ({n} jobs)", "wall_s": dt})
+
+    chosen = [j for j in group_jobs if any((group_of(j) or "").endswith(g) for g in args.groups)]
+    prior = wf / config["results"] / "priors" / "gmm.pt"   # fitted once per gmm config (~2 min)
+    spec = json.dumps([config["priors"].get("gmm"), config["datasets"]], sort_keys=True)
+    cached = cache / f"gmm-{hashlib.sha256(spec.encode()).hexdigest()[:12]}.pt"
+    if cached.is_file():
+        prior.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(cached, prior)
+    inputs(wf, config, chosen)
+    if not cached.is_file() and prior.is_file():
+        shutil.copy(prior, cached)
+
+    marks = wf / "marks.json"
+    for job in chosen:
+        group = group_of(job)
+        r = run_timed(wf, job, marks)
+        rows.append({"what": f"batch: group, {group} ({r['runs']} runs, one process)", **r,
+                     "rest_s": r["wall_s"] - r["startup_s"] - r["compute_s"],
+                     "startup_pct": 100 * r["startup_s"] / r["wall_s"]})
+        print(rows[-1], flush=True)
+        singles = [run_timed(wf, j, marks) for j in single_jobs if group_of(j) == group]
+        total = {k: sum(s[k] for s in singles) for k in ("wall_s", "startup_s", "imports_s",
+                                                         "compute_s", "exit_s", "runs")}
+        shares = [100 * s["startup_s"] / s["wall_s"] for s in singles]
+        rows.append({"what": f"batch: job, {group} ({len(singles)} processes, summed)", **total,
+                     "rest_s": total["wall_s"] - total["startup_s"] - total["compute_s"],
+                     "startup_pct": 100 * total["startup_s"] / total["wall_s"],
+                     "median_job_pct": statistics.median(shares), "worst_job_pct": max(shares)})
+        print(rows[-1], flush=True)
     shutil.rmtree(wf, ignore_errors=True)
 
-    for r in rows:
-        print(r, flush=True)
     jobs = [r for r in rows if "startup_pct" in r]
-    worst = max(r["startup_pct"] for r in jobs)
-    notes = (f"Wall seconds (best of 3 for the short ones, 1 run for the default jobs), 1 thread. "
-             f"startup_s: the smallest solve job's wall time (interpreter, imports, prior and "
-             f"data loading, shard and image writing); compute_s: the solver time the shard "
-             f"records; oracle_and_rest_s: the exact-MAP oracle and metrics. Start-up share of a "
-             f"default job: up to {worst:.1f}% (goal <= 5%). Machine: {note}.")
+    verdict = "; ".join(f"{r['what'].split(' (')[0]}: {r['startup_pct']:.1f}%" for r in jobs)
+    notes = (f"Wall seconds (best of 3 for the first four rows; one run per job), 1 thread per job "
+             f"(the default `resources.solve.threads`). startup_s: launch -> the first solver call "
+             f"(imports_s of it: interpreter + command line, torch incl.); compute_s: the solver "
+             f"time the shards record (the first run's includes the one-off autograd import); "
+             f"rest_s: oracle metrics, writing, and the interpreter's exit (exit_s). Learned "
+             f"priors: networks of the configured architecture trained for one step. Start-up "
+             f"share (goal <= 5%): {verdict}. Machine: {note}.")
     write_results(args.name, rows, "Workflow overhead", notes,
-                  ["what", "wall_s", "compute_s", "startup_s", "oracle_and_rest_s", "startup_pct"],
-                  floatfmt=".3g")
+                  ["what", "runs", "wall_s", "startup_s", "imports_s", "compute_s", "rest_s",
+                   "exit_s", "startup_pct", "median_job_pct", "worst_job_pct"], floatfmt=".3g")
     print((HERE / "results" / f"{args.name}.md").read_text())
     return 0
 

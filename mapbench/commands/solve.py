@@ -7,7 +7,6 @@ import re
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from mapbench.errors import UserError
 from mapbench.io import atomic_path
@@ -16,6 +15,8 @@ NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
 def parse_hp(items: list[str]) -> dict:
+    import yaml
+
     hp = {}
     for item in items or []:
         key, sep, value = item.partition("=")

@@ -94,8 +94,9 @@ def load_network(path: str | Path, network: str) -> tuple[nn.Module, dict]:
         raise UserError(f"{path}: not a loadable state dict ({type(e).__name__}: {e})".replace("\n", " ")) from None
     if not isinstance(tensors, dict):
         raise UserError(f"{path}: expected a state dict (a dict of tensors) vs got {type(tensors).__name__}")
-    try:
-        with torch.device("meta"):
+    try:  # built on the CPU, its init replaced below: on the meta device every init op would
+        # import torch._dynamo (seconds of start-up); the global RNG is left as it was
+        with torch.random.fork_rng(devices=[]):
             net = build(network, config["arch"])
     except (TypeError, ValueError) as e:
         raise UserError(f"{config_path(path)}: arch does not build a {network} ({e})") from None
