@@ -32,5 +32,7 @@ def vjp(network, z: torch.Tensor, sigma: float, vector_fn):
         x = network(z, sigma)
     with torch.no_grad():
         v = vector_fn(x.detach())
-    (grad,) = torch.autograd.grad(x, z, v)
+    # grad of <x, v> rather than grad(x, z, grad_outputs=v): the same VJP, but the latter's
+    # shape check imports sympy (~0.5 s of every process's first call)
+    (grad,) = torch.autograd.grad((x * v).sum(), z)
     return x.detach(), grad
