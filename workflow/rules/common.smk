@@ -258,11 +258,12 @@ def trained_networks():
                               if key == "denoiser" or config["priors"][n].get("consistency")))
 
 
-def train_args(network):
-    """The `train:` block's settings of one network as CLI flags (true: a bare flag)."""
+def cli_flags(settings, keys=None):
+    """Config settings as `mapbench` CLI flags: `--key value`, a bare `--key` for true; keys whose
+    value is null or false are left out (the command's default applies)."""
     flags = []
-    for key, value in config["train"][network].items():
-        if value is None or value is False:
+    for key, value in settings.items():
+        if (keys is not None and key not in keys) or value is None or value is False:
             continue
         flags.append(f"--{key.replace('_', '-')}" + ("" if value is True else f" {shlex.quote(str(value))}"))
     return " ".join(flags)

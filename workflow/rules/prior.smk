@@ -13,9 +13,7 @@ rule fit_prior:
         components=lambda w: config["priors"][w.prior]["components"],
         rank=lambda w: config["priors"][w.prior]["rank"],
         seed=lambda w: config["priors"][w.prior]["seed"],
-        extra=lambda w: " ".join(
-            f"--{k.replace('_', '-')} {config['priors'][w.prior][k]}"
-            for k in ("limit", "iters", "ode_steps") if config["priors"][w.prior].get(k) is not None),
+        extra=lambda w: cli_flags(config["priors"][w.prior], ("limit", "iters", "ode_steps")),
     wildcard_constraints:
         prior=_alternatives(fit_priors()),
     threads: resource("fit_prior", "threads", 2)

@@ -14,8 +14,7 @@ rule fetch_data:
         f"{R}/data/{{dataset}}.npz",
     params:
         mb=MAPBENCH,
-        fetch=lambda w: " ".join(f"--{k.replace('_', '-')} {v}"
-                                 for k, v in config["datasets"][w.dataset]["fetch"].items()),
+        fetch=lambda w: cli_flags(config["datasets"][w.dataset]["fetch"]),
     wildcard_constraints:
         dataset=_alternatives(fetched_datasets()),
     conda:
@@ -30,11 +29,11 @@ rule train_denoiser:
     input:
         data=lambda w: dataset_file(w.dataset),
     output:
-        pt=TRAINED.replace("{network}", "denoiser"),
-        json=TRAINED.replace("{network}", "denoiser").replace(".pt", ".json"),
+        pt=f"{R}/train/{{dataset}}/denoiser.pt",
+        json=f"{R}/train/{{dataset}}/denoiser.json",
     params:
         mb=MAPBENCH,
-        args=lambda w: train_args("denoiser"),
+        args=lambda w: cli_flags(config["train"]["denoiser"]),
         state=f"{R}/train/{{dataset}}/denoiser.state.pt",
         device=config["device"],
     threads: resource("train_denoiser", "threads", 2)
@@ -58,11 +57,11 @@ rule distill_consistency:
         data=lambda w: dataset_file(w.dataset),
         teacher=lambda w: teacher(w.dataset),
     output:
-        pt=TRAINED.replace("{network}", "consistency"),
-        json=TRAINED.replace("{network}", "consistency").replace(".pt", ".json"),
+        pt=f"{R}/train/{{dataset}}/consistency.pt",
+        json=f"{R}/train/{{dataset}}/consistency.json",
     params:
         mb=MAPBENCH,
-        args=lambda w: train_args("consistency"),
+        args=lambda w: cli_flags(config["train"]["consistency"]),
         state=f"{R}/train/{{dataset}}/consistency.state.pt",
         device=config["device"],
     threads: resource("distill_consistency", "threads", 2)
