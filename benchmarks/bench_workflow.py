@@ -1,27 +1,28 @@
-"""Workflow start-up against compute for the default config's solve jobs, with ``batch: group``
-(the default: one ``mapbench solve --runs`` process per (dataset, prior, task, sigma_y, start))
-and with ``batch: job`` (one process per (solver, steps, iters)); and snakemake's planning time.
+"""Workflow start-up against compute for the default config's solve jobs, in each ``batch`` mode:
+``task`` (the default: one ``mapbench solve --runs`` process per (dataset, prior, task)), ``group``
+(one per (dataset, prior, task, sigma_y, start)) and ``job`` (one per (solver, steps, iters)); and
+snakemake's planning time.
 
 The jobs are the workflow's own: the shell commands ``snakemake -n -p`` prints for the default
-config (and for ``--config batch=job``), run in a copy of the workflow with ``timed_cli.py`` in
-place of ``python -m mapbench.cli``. Per job:
+config with ``--config batch=<mode>``, run in a copy of the workflow with ``timed_cli.py`` in
+place of ``python -m mapbench.cli``. Every mode runs the same shards: those of one (prior, task).
+Per process:
 
 - ``startup_s``: launch -> the first solver call (interpreter, imports incl. torch, command line,
   data, prior and oracle-MAP loading), measured inside the job by ``timed_cli.py``;
 - ``compute_s``: the solver time the job's shards record (metric ``seconds`` summed over images);
 - ``rest_s``: wall - start-up - compute (oracle metrics, writing shards and images, and the
   interpreter's exit, ``exit_s`` of it);
-- ``startup_pct``: start-up / wall (goal <= 5%); for ``batch: job`` the group's jobs are summed,
-  and ``worst_job_pct`` is the largest single job's share.
+- ``startup_pct``: start-up / wall, summed over the mode's processes (goal <= 5%);
+  ``worst_job_pct`` is the largest single process's share.
 
 Inputs are made by snakemake itself in the copy (the GMM prior is fitted once and cached; the
-oracle MAPs of the group's (task, sigma_y)); the learned priors' networks are trained for one step
-(``train.*.steps: 1``; timings need the architecture, not trained weights) unless the
-configured checkpoints exist. Also timed: ``python -c pass``, ``import torch``, the mapbench
-command line, and the import the first ``torch.autograd.grad`` call makes (sympy, inside the
-first run's compute).
+oracle MAPs); the learned priors' networks are trained for one step (``train.*.steps: 1``;
+timings need the architecture, not trained weights) unless the configured checkpoints exist.
+Also timed: ``python -c pass``, ``import torch``, the mapbench command line, and the import the
+first ``torch.autograd.grad`` call makes (sympy, inside the first run's compute).
 
-    .venv/bin/python benchmarks/bench_workflow.py [--groups box50/sy0.0/noise ...]
+    .venv/bin/python benchmarks/bench_workflow.py [--tasks half] [--modes task group job]
 """
 from __future__ import annotations
 
@@ -31,7 +32,6 @@ import json
 import os
 import re
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -82,12 +82,12 @@ def dry_run(wf: Path, *extra) -> tuple[float, list[dict], int]:
     return dt, jobs, int(total.group(1)) if total else -1
 
 
-def group_of(job: dict) -> str | None:
-    """``prior/task/sy<sigma>/start`` of a solve job (from its first shard), else None."""
+def unit_of(job: dict) -> str | None:
+    """``prior/task`` of a solve job (from its first shard), else None."""
     shard = next((p for p in job["output"] if "/shards/solve/" in p), None)
     if not shard or "cmd" not in job or " solve " not in job["cmd"]:
         return None
-    return "/".join(shard.split("/shards/solve/")[1].split("/")[1:5])
+    return "/".join(shard.split("/shards/solve/")[1].split("/")[1:3])
 
 
 def run_timed(wf: Path, job: dict, marks: Path) -> dict:
@@ -124,8 +124,10 @@ def inputs(wf: Path, config: dict, jobs: list[dict]) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--groups", nargs="+", default=["box50/sy0.0/noise"],
-                    help="task/sy<sigma_y>/start of the groups to run, for every prior")
+    ap.add_argument("--tasks", nargs="+", default=["half"],
+                    help="the tasks whose solve jobs run, for every prior that has them")
+    ap.add_argument("--modes", nargs="+", default=["task", "group", "job"],
+                    choices=["task", "group", "job"])
     ap.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "mapbench-bench-wf"))
     ap.add_argument("--name", default="workflow_overhead")
     args = ap.parse_args(argv)
@@ -152,53 +154,51 @@ def main(argv=None) -> int:
         if src.exists():
             (shutil.copytree if src.is_dir() else shutil.copy)(src, wf / item)
     config = yaml.safe_load((wf / "config" / "config.yaml").read_text())
-    dt, group_jobs, n = dry_run(wf)
-    rows.append({"what": f"snakemake -n, default config ({n} jobs planned)", "wall_s": dt})
-    dt, single_jobs, n = dry_run(wf, "--config", "batch=job")
-    rows.append({"what": f"snakemake -n, default config with batch: job ({n} jobs)", "wall_s": dt})
+    planned = {}
+    for mode in args.modes:
+        dt, jobs, n = dry_run(wf, "--config", f"batch={mode}")
+        rows.append({"what": f"snakemake -n, default config with batch: {mode} ({n} jobs)", "wall_s": dt})
+        planned[mode] = [j for j in jobs if (unit_of(j) or "").split("/")[-1] in args.tasks]
 
-    chosen = [j for j in group_jobs if any((group_of(j) or "").endswith(g) for g in args.groups)]
     prior = wf / config["results"] / "priors" / "gmm.pt"   # fitted once per gmm config (~2 min)
     spec = json.dumps([config["priors"].get("gmm"), config["datasets"]], sort_keys=True)
     cached = cache / f"gmm-{hashlib.sha256(spec.encode()).hexdigest()[:12]}.pt"
     if cached.is_file():
         prior.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(cached, prior)
-    inputs(wf, config, chosen)
+    inputs(wf, config, [j for jobs in planned.values() for j in jobs])
     if not cached.is_file() and prior.is_file():
         shutil.copy(prior, cached)
 
     marks = wf / "marks.json"
-    for job in chosen:
-        group = group_of(job)
-        r = run_timed(wf, job, marks)
-        rows.append({"what": f"batch: group, {group} ({r['runs']} runs, one process)", **r,
-                     "rest_s": r["wall_s"] - r["startup_s"] - r["compute_s"],
-                     "startup_pct": 100 * r["startup_s"] / r["wall_s"]})
-        print(rows[-1], flush=True)
-        singles = [run_timed(wf, j, marks) for j in single_jobs if group_of(j) == group]
-        total = {k: sum(s[k] for s in singles) for k in ("wall_s", "startup_s", "imports_s",
-                                                         "compute_s", "exit_s", "runs")}
-        shares = [100 * s["startup_s"] / s["wall_s"] for s in singles]
-        rows.append({"what": f"batch: job, {group} ({len(singles)} processes, summed)", **total,
-                     "rest_s": total["wall_s"] - total["startup_s"] - total["compute_s"],
-                     "startup_pct": 100 * total["startup_s"] / total["wall_s"],
-                     "median_job_pct": statistics.median(shares), "worst_job_pct": max(shares)})
-        print(rows[-1], flush=True)
+    units = list(dict.fromkeys(unit_of(j) for jobs in planned.values() for j in jobs))
+    for unit in units:
+        for mode in args.modes:
+            timed = [run_timed(wf, j, marks) for j in planned[mode] if unit_of(j) == unit]
+            total = {k: sum(t[k] for t in timed) for k in ("wall_s", "startup_s", "imports_s",
+                                                           "compute_s", "exit_s", "runs")}
+            shares = [100 * t["startup_s"] / t["wall_s"] for t in timed]
+            rows.append({"what": f"batch: {mode}, {unit}", "processes": len(timed), **total,
+                         "rest_s": total["wall_s"] - total["startup_s"] - total["compute_s"],
+                         "startup_pct": 100 * total["startup_s"] / total["wall_s"],
+                         "worst_job_pct": max(shares)})
+            print(rows[-1], flush=True)
     shutil.rmtree(wf, ignore_errors=True)
 
     jobs = [r for r in rows if "startup_pct" in r]
-    verdict = "; ".join(f"{r['what'].split(' (')[0]}: {r['startup_pct']:.1f}%" for r in jobs)
-    notes = (f"Wall seconds (best of 3 for the first four rows; one run per job), 1 thread per job "
-             f"(the default `resources.solve.threads`). startup_s: launch -> the first solver call "
-             f"(imports_s of it: interpreter + command line, torch incl.); compute_s: the solver "
-             f"time the shards record (the first run's includes the one-off autograd import); "
-             f"rest_s: oracle metrics, writing, and the interpreter's exit (exit_s). Learned "
-             f"priors: networks of the configured architecture trained for one step. Start-up "
-             f"share (goal <= 5%): {verdict}. Machine: {note}.")
+    verdict = "; ".join(f"{r['what']}: {r['startup_pct']:.1f}%" for r in jobs)
+    notes = (f"Wall seconds (best of 3 for the first four rows; one run per process), 1 thread per "
+             f"job (the default `resources.solve.threads`). Each mode runs the same shards (every "
+             f"solver, budget, sigma_y and start of the prior/task). startup_s: launch -> the first "
+             f"solver call (imports_s of it: interpreter + command line, torch incl.); compute_s: "
+             f"the solver time the shards record (the first run's includes the one-off autograd "
+             f"import); rest_s: oracle metrics, writing, and the interpreter's exit (exit_s). "
+             f"Learned priors: networks of the configured architecture trained for one step "
+             f"unless the checkpoints are committed. Start-up share (goal <= 5%): {verdict}. "
+             f"Machine: {note}.")
     write_results(args.name, rows, "Workflow overhead", notes,
-                  ["what", "runs", "wall_s", "startup_s", "imports_s", "compute_s", "rest_s",
-                   "exit_s", "startup_pct", "median_job_pct", "worst_job_pct"], floatfmt=".3g")
+                  ["what", "processes", "runs", "wall_s", "startup_s", "imports_s", "compute_s",
+                   "rest_s", "exit_s", "startup_pct", "worst_job_pct"], floatfmt=".3g")
     print((HERE / "results" / f"{args.name}.md").read_text())
     return 0
 

@@ -457,6 +457,29 @@ def test_same_seeds_same_shards_across_reruns_chunks_and_batches(tmp_path, prior
     assert torch.equal(torch.randn(5, generator=g_all[2]), torch.randn(5, generator=g_one[0]))
 
 
+def test_one_process_over_noise_levels_and_starts_equals_one_process_per_key(tmp_path, prior, capsys):
+    """`--runs` whose runs carry their own sigma_y and start (a `batch: task` job) writes bitwise
+    the shards and images of separate `mapbench solve` calls; a run with no sigma_y anywhere is
+    a one-line error."""
+    keys = [(0.0, "noise"), (0.0, "warm"), (0.1, "noise")]
+    runs = [{"solver": "map_ga_d", "steps": 4, "iters": 2, "sigma_y": sy, "start": st,
+             "out": str(tmp_path / f"t{i}.parquet"), "images_out": str(tmp_path / f"t{i}.npz")}
+            for i, (sy, st) in enumerate(keys)]
+    assert cli(capsys, *base_args(prior), "--runs", json.dumps(runs))[0] == 0
+    for i, (sy, st) in enumerate(keys):
+        one = tmp_path / f"one{i}"
+        assert cli(capsys, *solve_args(prior, one), "--sigma-y", sy, "--start", st)[0] == 0
+        got = values(tmp_path / f"t{i}.parquet")
+        assert set(got.sigma_y) == {sy} and set(got.start) == {st}
+        pd.testing.assert_frame_equal(got, values(f"{one}.parquet"))
+        with np.load(tmp_path / f"t{i}.npz") as a, np.load(f"{one}.npz") as b:
+            assert np.array_equal(a["images"], b["images"])
+    no_sigma = [a for a in base_args(prior) if a not in ("--sigma-y", "0")]
+    del runs[0]["sigma_y"]
+    rc, out, err = cli(capsys, *no_sigma, "--runs", json.dumps(runs))
+    assert rc == 2 and "sigma_y" in err and len(err.strip().splitlines()) == 1
+
+
 # ---------------------------------------------------------------------------- safe loading
 
 def test_every_checkpoint_load_is_weights_only_or_restricted():

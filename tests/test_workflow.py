@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -112,6 +113,12 @@ def test_default_dry_run_lists_every_job():
         "solve_group_fashion_mnist_{}_{}_{}_{}".format(p, t, repr(float(sy)).replace(".", "_"), st)
         for p, t, sy, st in groups)
     assert all(counts[n] == 1 for n in counts if n.startswith("solve_group_"))
+    r = snakemake("-n", "--config", "batch=task", cwd=ROOT)  # one process per (prior, task)
+    assert r.returncode == 0, r.stderr
+    counts = job_counts(r.stdout + r.stderr)
+    assert "solve" not in counts
+    assert sorted(n for n in counts if n.startswith("solve_group_")) == sorted(
+        {f"solve_group_fashion_mnist_{p}_{t}" for p, t, _, _ in groups})
 
 
 PAPER_REGISTER = ("import mapbench.priors as p\n"
@@ -210,6 +217,25 @@ def test_tiny_run_writes_every_output(tiny_run):
     assert r"$H^+ y$" in t1 and "MAP-GA" in t1 and "PGDM" in t1
     assert r"$H^+ y$" in (results / "tables" / "table3_noisy.tex").read_text()
     assert "MAP-GA" in (results / "tables" / "table2_warmstart.tex").read_text()
+
+
+@pytest.mark.slow
+def test_batch_task_writes_the_shards_of_batch_group(tiny_run, tmp_path):
+    """`batch: task` (the default config's: one process for the whole task, every sigma_y and
+    start) writes the shards `batch: group` wrote, value for value, from one solve process."""
+    from mapbench import shards
+    work, _ = tiny_run
+    made = sorted(p.relative_to(work) for p in (work / "results" / "shards" / "solve").rglob("*.parquet"))
+    path = write_config(tmp_path, tiny_config(batch="task"))
+    r = snakemake(*map(str, made), "--cores", "2", "--configfile", str(path), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert job_counts(r.stdout + r.stderr)["solve_group_fm_gmm_box50"] == 1
+    for shard in made:
+        a, b = (shards.read(root / shard) for root in (work, tmp_path))
+        a, b = (df[df.metric != "seconds"].sort_values(["image_id", "metric"]).reset_index(drop=True)
+                for df in (a, b))
+        pd.testing.assert_frame_equal(a.drop(columns="value"), b.drop(columns="value"))
+        np.testing.assert_array_equal(a.value[a.metric != "peak_mem_mb"], b.value[b.metric != "peak_mem_mb"])
 
 
 @pytest.mark.slow

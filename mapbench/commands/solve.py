@@ -43,25 +43,37 @@ def pick_device(name: str):
     return torch.device(name)
 
 
+RUN_FLAGS = ("solver", "steps", "iters", "out", "images_out")   # one run's own; the rest are shared
+RUN_DEFAULTS = ("sigma_y", "start", "oracle_map")                # a run may override these flags
+
+
 def runs_of(args) -> list[dict]:
-    """The (solver, steps, iters, hp, out, images_out) runs of this call: one from the flags, or
-    several from ``--runs`` (a JSON list), which share the loaded data, prior and oracle MAPs."""
+    """The runs of this call: one from the flags, or several from ``--runs`` (a JSON list), which
+    share the loaded data and prior. A run of ``--runs`` may give its own ``sigma_y``, ``start``
+    and ``oracle_map`` (else the flags'), so one process can serve a whole task."""
     if args.runs:
         try:
             runs = json.loads(args.runs)
         except json.JSONDecodeError as e:
             raise UserError(f"--runs is not valid JSON ({e})") from None
-        need = {"solver", "steps", "iters", "out", "images_out"}
         for r in runs:
-            if not isinstance(r, dict) or not need <= set(r):
-                raise UserError(f"--runs: each run needs {sorted(need)}, got {r!r}")
+            if not isinstance(r, dict) or not set(RUN_FLAGS) <= set(r):
+                raise UserError(f"--runs: each run needs {sorted(RUN_FLAGS)}, got {r!r}")
             r["hp"] = {k: hp_value(v) for k, v in (r.get("hp") or {}).items()}
-        return runs
-    missing = [f for f in ("solver", "steps", "iters", "out", "images_out") if getattr(args, f) is None]
-    if missing:
-        raise UserError(f"give --runs or all of {', '.join('--' + m.replace('_', '-') for m in missing)}")
-    return [{"solver": args.solver, "steps": args.steps, "iters": args.iters, "hp": parse_hp(args.hp),
-             "out": args.out, "images_out": args.images_out}]
+    else:
+        missing = [f for f in RUN_FLAGS if getattr(args, f) is None]
+        if missing:
+            raise UserError(f"give --runs or all of {', '.join('--' + m.replace('_', '-') for m in missing)}")
+        runs = [{**{f: getattr(args, f) for f in RUN_FLAGS}, "hp": parse_hp(args.hp)}]
+    for r in runs:
+        for f in RUN_DEFAULTS:
+            r.setdefault(f, getattr(args, f))
+        try:
+            r["sigma_y"] = float(r["sigma_y"])
+        except (TypeError, ValueError):
+            raise UserError(f"give --sigma-y, or a number as sigma_y in every run of --runs "
+                            f"(got {r['sigma_y']!r})") from None
+    return runs
 
 
 def run(args) -> int:
@@ -75,8 +87,8 @@ def run(args) -> int:
 
     torch.set_num_threads(args.threads)
     runs = runs_of(args)
-    jobs = [Job(r["solver"], args.task, args.sigma_y, int(r["steps"]), int(r["iters"]), args.start,
-                args.seed, r.get("hp") or {}) for r in runs]
+    jobs = [Job(r["solver"], args.task, r["sigma_y"], int(r["steps"]), int(r["iters"]),
+                r["start"], args.seed, r["hp"]) for r in runs]
     for job in jobs:
         job.validate()
     device = pick_device(args.device)
@@ -86,10 +98,14 @@ def run(args) -> int:
     op = get_operator(args.task, x_all.shape[-1])
     prior = load_prior(args.prior, args.prior_kind)
     oracle = args.oracle and args.prior_kind == "gmm"
-    x_map = logp_map = None
-    if oracle and args.oracle_map:
-        x_map, logp_map = load_map(args.oracle_map, ids, args.task, args.sigma_y, args.seed)
+    maps = {}   # (oracle_map file, sigma_y) -> its exact MAPs, loaded once
     for job, r in zip(jobs, runs):
+        x_map = logp_map = None
+        if oracle and r["oracle_map"]:
+            key = (r["oracle_map"], job.sigma_y)
+            if key not in maps:
+                maps[key] = load_map(r["oracle_map"], ids, args.task, job.sigma_y, args.seed)
+            x_map, logp_map = maps[key]
         solve_one(args, job, prior, op, x_all, labels, ids, device, oracle, x_map, logp_map, r)
     return 0
 
@@ -146,7 +162,7 @@ def register(sub) -> None:
     p.add_argument("--prior-name", required=True, help="prior name for the shard")
     p.add_argument("--prior-kind", default="gmm")
     p.add_argument("--task", required=True)
-    p.add_argument("--sigma-y", type=float, required=True)
+    p.add_argument("--sigma-y", type=float, help="noise level (or per run in --runs)")
     p.add_argument("--solver")
     p.add_argument("--steps", type=int)
     p.add_argument("--iters", type=int)
@@ -161,6 +177,7 @@ def register(sub) -> None:
     p.add_argument("--oracle-map", default=None, help="exact MAPs from `mapbench oracle` (else found here)")
     p.add_argument("--out", help="shard .parquet")
     p.add_argument("--images-out", help="restored images .npz")
-    p.add_argument("--runs", help="JSON list of {solver, steps, iters, hp, out, images_out}: "
-                                  "several jobs in one process (instead of the five flags above)")
+    p.add_argument("--runs", help="JSON list of {solver, steps, iters, hp, out, images_out} and "
+                                  "optionally {sigma_y, start, oracle_map}: several jobs in one "
+                                  "process (instead of the five flags above)")
     p.set_defaults(func=run)

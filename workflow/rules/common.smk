@@ -298,19 +298,40 @@ def solve_inputs(wildcards):
     return inputs_of(**dict(wildcards.items()))
 
 
+# `batch: group` / `batch: task`: the keys one `mapbench solve --runs` process covers.
+BATCH_KEYS = {"group": GROUP_KEYS, "task": ["dataset", "prior", "task"]}
+
+
 def python_groups():
-    """(dataset, prior, task, sigma_y, start) -> that group's jobs of Python solvers, for
-    `batch: group` (one `mapbench solve --runs` process per group)."""
+    """The Python-solver jobs by the keys of `config["batch"]` (group or task), each one process."""
     out = {}
     for j in JOBS:
         if j["solver"] in PY_SOLVERS:
-            out.setdefault(tuple(j[k] for k in GROUP_KEYS), []).append(j)
+            out.setdefault(tuple(j[k] for k in BATCH_KEYS[config["batch"]]), []).append(j)
     return out
 
 
+def group_path(w):
+    """The log / benchmark path of one `--runs` process: its key values, sigma_y as `sy<value>`."""
+    return os.path.join(*(f"sy{v}" if k == "sigma_y" else v for k, v in w.items()))
+
+
+def group_inputs(jobs):
+    """data, prior and the exact MAPs of every sigma_y of one `--runs` process (`oracle_<sy>`)."""
+    inputs = {}
+    for j in jobs:
+        inputs.update(inputs_of(**j))
+        if "oracle_map" in inputs:
+            inputs[f"oracle_{j['sigma_y']}".replace(".", "_")] = inputs.pop("oracle_map")
+    return inputs
+
+
 def runs_json(jobs):
+    """The `--runs` JSON of one process: each run's solver, budget, sigma_y, start, files."""
     return json.dumps([{"solver": j["solver"], "steps": int(j["steps"]), "iters": int(j["iters"]),
+                        "sigma_y": float(j["sigma_y"]), "start": j["start"],
                         "hp": config["solvers"][j["solver"]].get("hp", {}),
+                        "oracle_map": inputs_of(**j).get("oracle_map"),
                         "out": SHARD.format(**j), "images_out": IMAGES.format(**j)} for j in jobs])
 
 

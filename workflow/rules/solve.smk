@@ -1,7 +1,8 @@
 # One job per (dataset, prior, task, sigma_y, start, solver, steps, iters): `mapbench solve` on
 # the first n test images, writing a Parquet shard and the restored images. With `batch: group`
-# one job per (dataset, prior, task, sigma_y, start) runs all of that group's Python-solver keys in
-# one process (`mapbench solve --runs`; same shards, less start-up cost on small runs).
+# one job per (dataset, prior, task, sigma_y, start), with `batch: task` one per (dataset, prior,
+# task), runs all of its Python-solver keys in one process (`mapbench solve --runs`; the same
+# shards, less start-up cost on small runs).
 # Solvers provided by a rule file (config `solvers.<name>.rule`) are included at the end; they
 # write the same two files for their own solver name.
 
@@ -74,15 +75,15 @@ rule solve:
         "> {log} 2>&1"
 
 
-for _group, _jobs in (python_groups().items() if config["batch"] == "group" else []):
-    _w = dict(zip(GROUP_KEYS, _group))
+for _group, _jobs in (python_groups().items() if config["batch"] != "job" else []):
+    _w = dict(zip(BATCH_KEYS[config["batch"]], _group))
     _name = re.sub(r"\W", "_", "_".join(["solve_group", *_group]))
 
     rule:
         name:
             _name
         input:
-            **inputs_of(**_w),
+            **group_inputs(_jobs),
         output:
             [SHARD.format(**j) for j in _jobs] + [IMAGES.format(**j) for j in _jobs],
         params:
@@ -94,7 +95,6 @@ for _group, _jobs in (python_groups().items() if config["batch"] == "group" else
             seed=config["seed"],
             device=config["device"],
             kind=config["priors"][_w["prior"]]["kind"],
-            oracle=oracle_flag,
         threads: resource("solve", "threads", 1)
         resources:
             mem_mb=resource("solve", "mem_mb", 2000),
@@ -103,16 +103,15 @@ for _group, _jobs in (python_groups().items() if config["batch"] == "group" else
         conda:
             "../envs/mapbench.yaml"
         log:
-            f"{R}/logs/solve_group/{GROUP_PATH}.log".format(**_w),
+            f"{R}/logs/solve_group/{group_path(_w)}.log",
         benchmark:
-            f"{R}/benchmarks/solve_group/{GROUP_PATH}.tsv".format(**_w)
+            f"{R}/benchmarks/solve_group/{group_path(_w)}.tsv"
         shell:
             "{params.mb} solve --data {input.data} --dataset {params.w[dataset]} "
             "--prior {input.prior} --prior-name {params.w[prior]} --prior-kind {params.kind} "
-            "--task {params.w[task]} --sigma-y {params.w[sigma_y]} --start {params.w[start]} "
-            "--n-images {params.n_images} --batch-size {params.batch_size} --seed {params.seed} "
-            "--device {params.device} --threads {threads} {params.oracle} --runs {params.runs:q} "
-            "> {log} 2>&1"
+            "--task {params.w[task]} --n-images {params.n_images} --batch-size {params.batch_size} "
+            "--seed {params.seed} --device {params.device} --threads {threads} "
+            "--runs {params.runs:q} > {log} 2>&1"
 
 
 for _rule_file in dict.fromkeys(RULE_SOLVERS.values()):
