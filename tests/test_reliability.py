@@ -263,6 +263,18 @@ def test_killed_snakemake_then_rerun_incomplete_equals_uninterrupted(tmp_path, w
 
 # ---------------------------------------------------------------------------- corrupt shards
 
+def test_check_reads_the_key_of_every_shard_layout():
+    """`check` compares a shard's columns with its path: solve shards, evaluate shards per
+    (sigma_y, start) group and per task (`batch: task`); other paths promise nothing."""
+    from mapbench.commands.check import expected_key
+    task = {"dataset": "fm", "prior": "gmm", "task": "box50"}
+    assert expected_key("eval/fm/gmm/box50.parquet") == task
+    assert expected_key("eval/fm/gmm/box50/sy0.1/warm.parquet") == {**task, "sigma_y": 0.1, "start": "warm"}
+    assert expected_key("solve/fm/gmm/box50/sy0.0/noise/pgdm/s2_i1.parquet") == {
+        **task, "sigma_y": 0.0, "start": "noise", "solver": "pgdm", "steps": 2, "iters": 1}
+    assert expected_key("eval/fm/gmm/box50/other.parquet") is None
+
+
 def test_corrupt_and_foreign_shards_fail_aggregation_and_are_listed_by_check(tmp_path, prior, capsys):
     good_src = tmp_path / "good"
     assert cli(capsys, *solve_args(prior, good_src, solver="pgdm", steps=2, iters=1))[0] == 0

@@ -113,12 +113,14 @@ def test_default_dry_run_lists_every_job():
         "solve_group_fashion_mnist_{}_{}_{}_{}".format(p, t, repr(float(sy)).replace(".", "_"), st)
         for p, t, sy, st in groups)
     assert all(counts[n] == 1 for n in counts if n.startswith("solve_group_"))
+    assert counts["evaluate"] == len(groups)
     r = snakemake("-n", "--config", "batch=task", cwd=ROOT)  # one process per (prior, task)
     assert r.returncode == 0, r.stderr
     counts = job_counts(r.stdout + r.stderr)
     assert "solve" not in counts
     assert sorted(n for n in counts if n.startswith("solve_group_")) == sorted(
         {f"solve_group_fashion_mnist_{p}_{t}" for p, t, _, _ in groups})
+    assert counts["evaluate"] == len({(p, t) for p, t, _, _ in groups})  # evaluate per task too
 
 
 PAPER_REGISTER = ("import mapbench.priors as p\n"

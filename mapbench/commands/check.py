@@ -3,8 +3,8 @@ wrong with it (unreadable or truncated, missing column, wrong types, key columns
 with the shard's path). Exit 1 if any is bad, 0 (with a count) if none.
 
 Paths follow the workflow: ``shards/solve/{dataset}/{prior}/{task}/sy{sigma_y}/{start}/{solver}/
-s{steps}_i{iters}.parquet`` (one KEY per shard) and ``shards/eval/{dataset}/{prior}/{task}/
-sy{sigma_y}/{start}.parquet`` (one group). Temporary files of interrupted writes (dot-files) are
+s{steps}_i{iters}.parquet`` (one KEY per shard) and ``shards/eval/{dataset}/{prior}/{task}[/
+sy{sigma_y}/{start}].parquet`` (one evaluate group). Temporary files of interrupted writes (dot-files) are
 not shards and are skipped, as aggregation skips them.
 """
 from __future__ import annotations
@@ -14,8 +14,8 @@ from pathlib import Path
 
 SOLVE = re.compile(r"solve/(?P<dataset>[^/]+)/(?P<prior>[^/]+)/(?P<task>[^/]+)/sy(?P<sigma_y>[^/]+)/"
                    r"(?P<start>[^/]+)/(?P<solver>[^/]+)/s(?P<steps>\d+)_i(?P<iters>\d+)\.parquet")
-EVAL = re.compile(r"eval/(?P<dataset>[^/]+)/(?P<prior>[^/]+)/(?P<task>[^/]+)/sy(?P<sigma_y>[^/]+)/"
-                  r"(?P<start>[^/]+)\.parquet")
+EVAL = re.compile(r"eval/(?P<dataset>[^/]+)/(?P<prior>[^/]+)/(?P<task>[^/]+)"
+                  r"(?:/sy(?P<sigma_y>[^/]+)/(?P<start>[^/]+))?\.parquet")
 
 
 def shard_root(results: str | Path) -> Path:
@@ -30,9 +30,10 @@ def expected_key(relative: str) -> dict | None:
     m = SOLVE.fullmatch(relative) or EVAL.fullmatch(relative)
     if m is None:
         return None
-    key = m.groupdict()
+    key = {k: v for k, v in m.groupdict().items() if v is not None}
     try:
-        key["sigma_y"] = float(key["sigma_y"])
+        if "sigma_y" in key:
+            key["sigma_y"] = float(key["sigma_y"])
     except ValueError:
         return None
     for column in ("steps", "iters"):

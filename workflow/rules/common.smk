@@ -123,10 +123,22 @@ RULE_SOLVERS = {n: s["rule"] for n, s in config["solvers"].items()
                 if "rule" in s and s.get("enabled", True)}
 
 PATH = "{dataset}/{prior}/{task}/sy{sigma_y}/{start}/{solver}/s{steps}_i{iters}"
-GROUP_PATH = "{dataset}/{prior}/{task}/sy{sigma_y}/{start}"
+# The keys one process covers: `batch: group` / `batch: task` solve processes, evaluate jobs
+# (per (dataset, prior, task) with `batch: task`, else per (dataset, prior, task, sigma_y, start)).
+GROUP_KEYS = ["dataset", "prior", "task", "sigma_y", "start"]
+BATCH_KEYS = {"group": GROUP_KEYS, "task": ["dataset", "prior", "task"]}
+EVAL_KEYS = BATCH_KEYS.get(config["batch"], GROUP_KEYS)
+
+
+def key_path(keys):
+    """The path pattern of a set of keys (sigma_y as `sy{sigma_y}`)."""
+    return os.path.join(*("sy{sigma_y}" if k == "sigma_y" else f"{{{k}}}" for k in keys))
+
+
+EVAL_PATH = key_path(EVAL_KEYS)
 SHARD = f"{R}/shards/solve/{PATH}.parquet"
 IMAGES = f"{R}/images/{PATH}.npz"
-EVAL = f"{R}/shards/eval/{GROUP_PATH}.parquet"
+EVAL = f"{R}/shards/eval/{EVAL_PATH}.parquet"
 TABLES = [f"{R}/tables/{n}" for n in ["table1_noiseless.tex", "table2_warmstart.tex",
                                         "table3_noisy.tex", "ablation.tex", "oracle.tex",
                                         "all_tables.tex"]]
@@ -152,26 +164,17 @@ def solve_outputs(pattern):
     return [pattern.format(**job) for job in JOBS]
 
 
-GROUP_KEYS = ["dataset", "prior", "task", "sigma_y", "start"]
-
-
-def groups():
-    """(dataset, prior, task, sigma_y, start) groups of the job list, in order."""
-    return list(dict.fromkeys(tuple(j[k] for k in GROUP_KEYS) for j in JOBS))
-
-
 def eval_outputs():
+    """One evaluate shard per EVAL_KEYS group of the job list."""
     if not config["evaluate"]["enabled"]:
         return []
-    keys = ["dataset", "prior", "task", "sigma_y", "start"]
-    return [EVAL.format(**dict(zip(keys, g))) for g in groups()]
+    groups = dict.fromkeys(tuple(j[k] for k in EVAL_KEYS) for j in JOBS)
+    return [EVAL.format(**dict(zip(EVAL_KEYS, g))) for g in groups]
 
 
 def group_images(wildcards):
     """Every restored-image file of one evaluate group."""
-    return [IMAGES.format(**j) for j in JOBS
-            if all(j[k] == getattr(wildcards, k)
-                   for k in ["dataset", "prior", "task", "sigma_y", "start"])]
+    return [IMAGES.format(**j) for j in JOBS if all(j[k] == getattr(wildcards, k) for k in EVAL_KEYS)]
 
 
 # ---------------------------------------------------------------------------- user-supplied files
@@ -298,10 +301,6 @@ def solve_inputs(wildcards):
     return inputs_of(**dict(wildcards.items()))
 
 
-# `batch: group` / `batch: task`: the keys one `mapbench solve --runs` process covers.
-BATCH_KEYS = {"group": GROUP_KEYS, "task": ["dataset", "prior", "task"]}
-
-
 def python_groups():
     """The Python-solver jobs by the keys of `config["batch"]` (group or task), each one process."""
     out = {}
@@ -309,11 +308,6 @@ def python_groups():
         if j["solver"] in PY_SOLVERS:
             out.setdefault(tuple(j[k] for k in BATCH_KEYS[config["batch"]]), []).append(j)
     return out
-
-
-def group_path(w):
-    """The log / benchmark path of one `--runs` process: its key values, sigma_y as `sy<value>`."""
-    return os.path.join(*(f"sy{v}" if k == "sigma_y" else v for k, v in w.items()))
 
 
 def group_inputs(jobs):

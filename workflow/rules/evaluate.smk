@@ -1,5 +1,6 @@
-# Image-quality metrics of the restored images: one job per (dataset, prior, task, sigma_y, start)
-# group, so reference features are computed once per group. Per-image rows (psnr, ssim, lpips) and
+# Image-quality metrics of the restored images: one job per (dataset, prior, task) with
+# `batch: task`, else per (dataset, prior, task, sigma_y, start) (EVAL_KEYS), so the networks and
+# reference features load once per group. Per-image rows (psnr, ssim, lpips) and
 # set-level rows (fid, fid_n; image_id "") for every (solver, steps, iters) set of the group.
 
 
@@ -38,9 +39,9 @@ rule evaluate:
     conda:
         "../envs/mapbench.yaml"
     log:
-        f"{R}/logs/evaluate/{GROUP_PATH}.log",
+        f"{R}/logs/evaluate/{EVAL_PATH}.log",
     benchmark:
-        f"{R}/benchmarks/evaluate/{GROUP_PATH}.tsv"
+        f"{R}/benchmarks/evaluate/{EVAL_PATH}.tsv"
     shell:
         "{params.mb} evaluate --data {input.data} --images {input.images} "
         "--metrics {params.metrics} --weights-dir {params.weights} "

@@ -78,6 +78,7 @@ rule solve:
 for _group, _jobs in (python_groups().items() if config["batch"] != "job" else []):
     _w = dict(zip(BATCH_KEYS[config["batch"]], _group))
     _name = re.sub(r"\W", "_", "_".join(["solve_group", *_group]))
+    _path = key_path(_w).format(**_w)
 
     rule:
         name:
@@ -103,9 +104,9 @@ for _group, _jobs in (python_groups().items() if config["batch"] != "job" else [
         conda:
             "../envs/mapbench.yaml"
         log:
-            f"{R}/logs/solve_group/{group_path(_w)}.log",
+            f"{R}/logs/solve_group/{_path}.log",
         benchmark:
-            f"{R}/benchmarks/solve_group/{group_path(_w)}.tsv"
+            f"{R}/benchmarks/solve_group/{_path}.tsv"
         shell:
             "{params.mb} solve --data {input.data} --dataset {params.w[dataset]} "
             "--prior {input.prior} --prior-name {params.w[prior]} --prior-kind {params.kind} "
