@@ -14,7 +14,8 @@ From the log's job starts and ``Finished jobid`` lines (1-s timestamps) and the 
   start, the exit, and list-scheduling's imperfect packing (an upper bound on what scheduling
   costs).
 
-    .venv/bin/python benchmarks/bench_run.py [--cores 2] [--log .snakemake/log/X.snakemake.log --wall S]
+    .venv/bin/python benchmarks/bench_run.py [--cores 2] [--config batch=prior]
+    .venv/bin/python benchmarks/bench_run.py --log .snakemake/log/X.snakemake.log --wall S
 """
 from __future__ import annotations
 
@@ -72,14 +73,15 @@ def critical_path(jobs: dict) -> float:
     return max(finish(k) for k in jobs)
 
 
-def run_default(cores: int) -> tuple[float, str]:
-    """The default workflow in a fresh copy; (wall seconds, log text)."""
+def run_default(cores: int, overrides: list[str]) -> tuple[float, str]:
+    """The default workflow (with ``--config`` overrides) in a fresh copy; (wall seconds, log text)."""
     wf = Path(tempfile.mkdtemp(prefix="mapbench-run-"))
     for item in ("Snakefile", "workflow", "config", "data", "profiles", "checkpoints"):
         (shutil.copytree if (ROOT / item).is_dir() else shutil.copy)(ROOT / item, wf / item)
     t0 = time.perf_counter()
-    out = subprocess.run([SNAKEMAKE, "--cores", str(cores), "--profile", "profiles/local"], cwd=wf,
-                         capture_output=True, text=True)
+    out = subprocess.run([SNAKEMAKE, "--cores", str(cores), "--profile", "profiles/local",
+                          *(["--config", *overrides] if overrides else [])],
+                         cwd=wf, capture_output=True, text=True)
     wall = time.perf_counter() - t0
     if out.returncode != 0:
         raise RuntimeError(f"snakemake failed:\n{out.stderr[-3000:]}")
@@ -91,6 +93,8 @@ def run_default(cores: int) -> tuple[float, str]:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cores", type=int, default=2)
+    ap.add_argument("--config", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="snakemake --config overrides of the default config (e.g. batch=prior)")
     ap.add_argument("--log", help="analyse this snakemake log instead of running")
     ap.add_argument("--wall", type=float, help="with --log: the run's measured wall seconds")
     ap.add_argument("--name", default="run_overhead")
@@ -100,7 +104,7 @@ def main(argv=None) -> int:
     if args.log:
         wall, text = args.wall, Path(args.log).read_text()
     else:
-        wall, text = run_default(args.cores)
+        wall, text = run_default(args.cores, args.config)
     began, jobs = parse_log(text)
     for j in jobs.values():
         j["seconds"] = (j["end"] - j["start"]).total_seconds()
@@ -123,7 +127,8 @@ def main(argv=None) -> int:
         r["core_s"] += j["seconds"] * j["threads"]
         r["longest_s"] = max(r["longest_s"], j["seconds"])
     rules = sorted(by_rule.values(), key=lambda r: -r["core_s"])
-    notes = (f"The default config, `snakemake --cores {args.cores} --profile profiles/local`; job "
+    notes = (f"The default config{' with ' + ' '.join(args.config) if args.config else ''}, "
+             f"`snakemake --cores {args.cores} --profile profiles/local`; job "
              f"times from snakemake's log (1-s resolution). planning_s: the log's header -> the "
              f"first job; import_exit_s: the rest of wall - (header -> last job), snakemake's "
              f"import and exit. Machine: {note}.")

@@ -1,11 +1,12 @@
 """Workflow start-up against compute for the default config's solve jobs, in each ``batch`` mode:
-``task`` (the default: one ``mapbench solve --runs`` process per (dataset, prior, task)), ``group``
-(one per (dataset, prior, task, sigma_y, start)) and ``job`` (one per (solver, steps, iters)); and
-snakemake's planning time.
+``prior`` (one ``mapbench solve --runs`` process per (dataset, prior)), ``task`` (the default: one
+per (dataset, prior, task)), ``group`` (one per (dataset, prior, task, sigma_y, start)) and ``job``
+(one per (solver, steps, iters)); and snakemake's planning time.
 
 The jobs are the workflow's own: the shell commands ``snakemake -n -p`` prints for the default
-config with ``--config batch=<mode>``, run in a copy of the workflow with ``timed_cli.py`` in
-place of ``python -m mapbench.cli``. Every mode runs the same shards: those of one (prior, task).
+config with ``batch: <mode>`` for every prior, run in a copy of the workflow with ``timed_cli.py`` in
+place of ``python -m mapbench.cli``. The task, group and job modes run the shards of each chosen
+(prior, task); the prior mode runs every task of the prior (compare it with all tasks chosen).
 Per process:
 
 - ``startup_s``: launch -> the first solver call (interpreter, imports incl. torch, command line,
@@ -16,18 +17,17 @@ Per process:
 - ``startup_pct``: start-up / wall, summed over the mode's processes (goal <= 5%);
   ``worst_job_pct`` is the largest single process's share.
 
-Inputs are made by snakemake itself in the copy (the GMM prior is fitted once and cached; the
-oracle MAPs); the learned priors' networks are trained for one step (``train.*.steps: 1``;
-timings need the architecture, not trained weights) unless the configured checkpoints exist.
+Inputs are made by snakemake itself in the copy (the GMM prior, the oracle MAPs); the learned
+priors' networks are trained for one step (``train.*.steps: 1``; timings need the architecture,
+not trained weights) unless the configured checkpoints exist.
 Also timed: ``python -c pass``, ``import torch``, the mapbench command line, and the import the
 first ``torch.autograd.grad`` call makes (sympy, inside the first run's compute).
 
-    .venv/bin/python benchmarks/bench_workflow.py [--tasks half] [--modes task group job]
+    .venv/bin/python benchmarks/bench_workflow.py [--tasks half] [--priors gmm] [--modes prior task group job]
 """
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import re
@@ -82,12 +82,14 @@ def dry_run(wf: Path, *extra) -> tuple[float, list[dict], int]:
     return dt, jobs, int(total.group(1)) if total else -1
 
 
-def unit_of(job: dict) -> str | None:
-    """``prior/task`` of a solve job (from its first shard), else None."""
+def unit_of(job: dict, mode: str) -> str | None:
+    """``prior/task`` of a solve job (from its first shard; ``prior`` with ``batch: prior``),
+    else None."""
     shard = next((p for p in job["output"] if "/shards/solve/" in p), None)
     if not shard or "cmd" not in job or " solve " not in job["cmd"]:
         return None
-    return "/".join(shard.split("/shards/solve/")[1].split("/")[1:3])
+    prior, task = shard.split("/shards/solve/")[1].split("/")[1:3]
+    return prior if mode == "prior" else f"{prior}/{task}"
 
 
 def run_timed(wf: Path, job: dict, marks: Path) -> dict:
@@ -126,15 +128,14 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tasks", nargs="+", default=["half"],
                     help="the tasks whose solve jobs run, for every prior that has them")
-    ap.add_argument("--modes", nargs="+", default=["task", "group", "job"],
-                    choices=["task", "group", "job"])
-    ap.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "mapbench-bench-wf"))
+    ap.add_argument("--modes", nargs="+", default=["prior", "task", "group", "job"],
+                    choices=["prior", "task", "group", "job"],
+                    help="batch modes to time (prior: one process for every task of the prior)")
+    ap.add_argument("--priors", nargs="+", help="only these priors (default: every one with the tasks)")
     ap.add_argument("--name", default="workflow_overhead")
     args = ap.parse_args(argv)
 
     note = machine_note()
-    cache = Path(args.cache)
-    cache.mkdir(parents=True, exist_ok=True)
     rows = [
         {"what": "python -c pass", "wall_s": best_of(3, [PY, "-c", "pass"])},
         {"what": "python -c 'import torch'", "wall_s": best_of(3, [PY, "-c", "import torch"])},
@@ -156,25 +157,23 @@ def main(argv=None) -> int:
     config = yaml.safe_load((wf / "config" / "config.yaml").read_text())
     planned = {}
     for mode in args.modes:
-        dt, jobs, n = dry_run(wf, "--config", f"batch={mode}")
-        rows.append({"what": f"snakemake -n, default config with batch: {mode} ({n} jobs)", "wall_s": dt})
-        planned[mode] = [j for j in jobs if (unit_of(j) or "").split("/")[-1] in args.tasks]
+        forced = {**config, "batch": mode,   # the mode for every prior (a prior's own batch dropped)
+                  "priors": {k: {f: v for f, v in p.items() if f != "batch"}
+                             for k, p in config["priors"].items()}}
+        (wf / f"batch_{mode}.yaml").write_text(yaml.safe_dump(forced))
+        dt, jobs, n = dry_run(wf, "--configfile", f"batch_{mode}.yaml")
+        rows.append({"what": f"snakemake -n, default config, batch: {mode} for every prior ({n} jobs)",
+                     "wall_s": dt})
+        planned[mode] = [j for j in jobs if (unit := unit_of(j, mode))
+                         and (mode == "prior" or unit.split("/")[1] in args.tasks)
+                         and (not args.priors or unit.split("/")[0] in args.priors)]
 
-    prior = wf / config["results"] / "priors" / "gmm.pt"   # fitted once per gmm config (~2 min)
-    spec = json.dumps([config["priors"].get("gmm"), config["datasets"]], sort_keys=True)
-    cached = cache / f"gmm-{hashlib.sha256(spec.encode()).hexdigest()[:12]}.pt"
-    if cached.is_file():
-        prior.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(cached, prior)
     inputs(wf, config, [j for jobs in planned.values() for j in jobs])
-    if not cached.is_file() and prior.is_file():
-        shutil.copy(prior, cached)
 
     marks = wf / "marks.json"
-    units = list(dict.fromkeys(unit_of(j) for jobs in planned.values() for j in jobs))
-    for unit in units:
-        for mode in args.modes:
-            timed = [run_timed(wf, j, marks) for j in planned[mode] if unit_of(j) == unit]
+    for mode in args.modes:
+        for unit in dict.fromkeys(unit_of(j, mode) for j in planned[mode]):
+            timed = [run_timed(wf, j, marks) for j in planned[mode] if unit_of(j, mode) == unit]
             total = {k: sum(t[k] for t in timed) for k in ("wall_s", "startup_s", "imports_s",
                                                            "compute_s", "exit_s", "runs")}
             shares = [100 * t["startup_s"] / t["wall_s"] for t in timed]

@@ -469,20 +469,20 @@ def test_same_seeds_same_shards_across_reruns_chunks_and_batches(tmp_path, prior
     assert torch.equal(torch.randn(5, generator=g_all[2]), torch.randn(5, generator=g_one[0]))
 
 
-def test_one_process_over_noise_levels_and_starts_equals_one_process_per_key(tmp_path, prior, capsys):
-    """`--runs` whose runs carry their own sigma_y and start (a `batch: task` job) writes bitwise
-    the shards and images of separate `mapbench solve` calls; a run with no sigma_y anywhere is
-    a one-line error."""
-    keys = [(0.0, "noise"), (0.0, "warm"), (0.1, "noise")]
-    runs = [{"solver": "map_ga_d", "steps": 4, "iters": 2, "sigma_y": sy, "start": st,
+def test_one_process_over_tasks_noise_levels_and_starts_equals_one_process_per_key(tmp_path, prior, capsys):
+    """`--runs` whose runs carry their own task, sigma_y and start (a `batch: task` or `prior`
+    job) writes bitwise the shards and images of separate `mapbench solve` calls; a run with no
+    sigma_y anywhere is a one-line error."""
+    keys = [("box50", 0.0, "noise"), ("box50", 0.0, "warm"), ("box50", 0.1, "noise"), ("sr2x", 0.1, "noise")]
+    runs = [{"solver": "map_ga_d", "steps": 4, "iters": 2, "task": t, "sigma_y": sy, "start": st,
              "out": str(tmp_path / f"t{i}.parquet"), "images_out": str(tmp_path / f"t{i}.npz")}
-            for i, (sy, st) in enumerate(keys)]
+            for i, (t, sy, st) in enumerate(keys)]
     assert cli(capsys, *base_args(prior), "--runs", json.dumps(runs))[0] == 0
-    for i, (sy, st) in enumerate(keys):
+    for i, (t, sy, st) in enumerate(keys):
         one = tmp_path / f"one{i}"
-        assert cli(capsys, *solve_args(prior, one), "--sigma-y", sy, "--start", st)[0] == 0
+        assert cli(capsys, *solve_args(prior, one), "--task", t, "--sigma-y", sy, "--start", st)[0] == 0
         got = values(tmp_path / f"t{i}.parquet")
-        assert set(got.sigma_y) == {sy} and set(got.start) == {st}
+        assert set(got.task) == {t} and set(got.sigma_y) == {sy} and set(got.start) == {st}
         pd.testing.assert_frame_equal(got, values(f"{one}.parquet"))
         with np.load(tmp_path / f"t{i}.npz") as a, np.load(f"{one}.npz") as b:
             assert np.array_equal(a["images"], b["images"])

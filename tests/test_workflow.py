@@ -88,8 +88,10 @@ def test_default_config_runs_every_registered_solver_and_the_papers_masks():
 
 
 def test_default_dry_run_lists_every_job():
+    """Every batch mode plans every shard key: per job, or in one solve process per group, task
+    or prior (a prior's own `batch` wins over the top-level one), and evaluate per group or task."""
     config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
-    expected, groups = 0, set()
+    keys, jobs = set(), {}
     for prior, p in config["priors"].items():
         for name, s in config["solvers"].items():
             if name not in p.get("solvers", [name]):
@@ -97,30 +99,23 @@ def test_default_dry_run_lists_every_job():
             for sigma in s.get("sigma_y", config["sigma_y"]):
                 starts = [st for st in s.get("starts", ["noise"]) if st == "noise" or sigma == 0]
                 tasks = p.get("tasks", config["tasks"])
-                expected += len(tasks) * len(starts) * len(s["budgets"])
-                groups |= {(prior, t, sigma, st) for t in tasks for st in starts}
-    r = snakemake("-n", "--config", "batch=job", cwd=ROOT)  # one job per shard key
-    assert r.returncode == 0, r.stderr
-    counts = job_counts(r.stdout + r.stderr)
-    assert counts["solve"] == expected
-    for rule in ("aggregate_metrics", "make_tables", "make_plots", "make_figures", "all"):
-        assert counts[rule] == 1
-    r = snakemake("-n", "--config", "batch=group", cwd=ROOT)  # one process per group
-    assert r.returncode == 0, r.stderr
-    counts = job_counts(r.stdout + r.stderr)
-    assert "solve" not in counts
-    assert sorted(n for n in counts if n.startswith("solve_group_")) == sorted(
-        "solve_group_fashion_mnist_{}_{}_{}_{}".format(p, t, repr(float(sy)).replace(".", "_"), st)
-        for p, t, sy, st in groups)
-    assert all(counts[n] == 1 for n in counts if n.startswith("solve_group_"))
-    assert counts["evaluate"] == len(groups)
-    r = snakemake("-n", "--config", "batch=task", cwd=ROOT)  # one process per (prior, task)
-    assert r.returncode == 0, r.stderr
-    counts = job_counts(r.stdout + r.stderr)
-    assert "solve" not in counts
-    assert sorted(n for n in counts if n.startswith("solve_group_")) == sorted(
-        {f"solve_group_fashion_mnist_{p}_{t}" for p, t, _, _ in groups})
-    assert counts["evaluate"] == len({(p, t) for p, t, _, _ in groups})  # evaluate per task too
+                jobs[prior] = jobs.get(prior, 0) + len(tasks) * len(starts) * len(s["budgets"])
+                keys |= {(prior, t, sigma, st) for t in tasks for st in starts}
+    name = {"group": lambda p, t, sy, st: "_".join([p, t, repr(float(sy)).replace(".", "_"), st]),
+            "task": lambda p, t, sy, st: f"{p}_{t}", "prior": lambda p, t, sy, st: p}
+    for mode in ("job", "group", "task", "prior"):
+        r = snakemake("-n", "--config", f"batch={mode}", cwd=ROOT)
+        assert r.returncode == 0, r.stderr
+        counts = job_counts(r.stdout + r.stderr)
+        modes = {p: config["priors"][p].get("batch", mode) for p in jobs}
+        assert counts.get("solve", 0) == sum(n for p, n in jobs.items() if modes[p] == "job")
+        assert sorted(n for n in counts if n.startswith("solve_group_")) == sorted(
+            {f"solve_group_fashion_mnist_{name[modes[k[0]]](*k)}" for k in keys if modes[k[0]] != "job"})
+        assert all(counts[n] == 1 for n in counts if n.startswith("solve_group_"))
+        per_task = mode in ("task", "prior")
+        assert counts["evaluate"] == len({k[:2] if per_task else k for k in keys})
+        for rule in ("aggregate_metrics", "make_tables", "make_plots", "make_figures", "all"):
+            assert counts[rule] == 1
 
 
 PAPER_REGISTER = ("import mapbench.priors as p\n"

@@ -44,13 +44,13 @@ def pick_device(name: str):
 
 
 RUN_FLAGS = ("solver", "steps", "iters", "out", "images_out")   # one run's own; the rest are shared
-RUN_DEFAULTS = ("sigma_y", "start", "oracle_map")                # a run may override these flags
+RUN_DEFAULTS = ("task", "sigma_y", "start", "oracle_map")        # a run may override these flags
 
 
 def runs_of(args) -> list[dict]:
     """The runs of this call: one from the flags, or several from ``--runs`` (a JSON list), which
-    share the loaded data and prior. A run of ``--runs`` may give its own ``sigma_y``, ``start``
-    and ``oracle_map`` (else the flags'), so one process can serve a whole task."""
+    share the loaded data and prior. A run of ``--runs`` may give its own ``task``, ``sigma_y``,
+    ``start`` and ``oracle_map`` (else the flags'), so one process can serve a task or a prior."""
     if args.runs:
         try:
             runs = json.loads(args.runs)
@@ -68,6 +68,8 @@ def runs_of(args) -> list[dict]:
     for r in runs:
         for f in RUN_DEFAULTS:
             r.setdefault(f, getattr(args, f))
+        if not r["task"]:
+            raise UserError(f"give --task, or a task in every run of --runs (missing in {r!r})")
         try:
             r["sigma_y"] = float(r["sigma_y"])
         except (TypeError, ValueError):
@@ -87,7 +89,7 @@ def run(args) -> int:
 
     torch.set_num_threads(args.threads)
     runs = runs_of(args)
-    jobs = [Job(r["solver"], args.task, r["sigma_y"], int(r["steps"]), int(r["iters"]),
+    jobs = [Job(r["solver"], r["task"], r["sigma_y"], int(r["steps"]), int(r["iters"]),
                 r["start"], args.seed, r["hp"]) for r in runs]
     for job in jobs:
         job.validate()
@@ -95,18 +97,19 @@ def run(args) -> int:
     x_all = load_split(args.data, "test", args.n_images)
     labels = load_labels(args.data, "test", args.n_images)
     ids = [f"{i:05d}" for i in range(len(x_all))]
-    op = get_operator(args.task, x_all.shape[-1])
+    ops = {task: get_operator(task, x_all.shape[-1]) for task in dict.fromkeys(j.task for j in jobs)}
     prior = load_prior(args.prior, args.prior_kind)
     oracle = args.oracle and args.prior_kind == "gmm"
-    maps = {}   # (oracle_map file, sigma_y) -> its exact MAPs, loaded once
+    maps = {}   # (oracle_map file, task, sigma_y) -> its exact MAPs, loaded once
     for job, r in zip(jobs, runs):
         x_map = logp_map = None
         if oracle and r["oracle_map"]:
-            key = (r["oracle_map"], job.sigma_y)
+            key = (r["oracle_map"], job.task, job.sigma_y)
             if key not in maps:
-                maps[key] = load_map(r["oracle_map"], ids, args.task, job.sigma_y, args.seed)
+                maps[key] = load_map(r["oracle_map"], ids, job.task, job.sigma_y, args.seed)
             x_map, logp_map = maps[key]
-        solve_one(args, job, prior, op, x_all, labels, ids, device, oracle, x_map, logp_map, r)
+        solve_one(args, job, prior, ops[job.task], x_all, labels, ids, device, oracle, x_map,
+                  logp_map, r)
     return 0
 
 
@@ -161,7 +164,7 @@ def register(sub) -> None:
     p.add_argument("--prior", required=True, help="prior file")
     p.add_argument("--prior-name", required=True, help="prior name for the shard")
     p.add_argument("--prior-kind", default="gmm")
-    p.add_argument("--task", required=True)
+    p.add_argument("--task", help="inverse problem (or per run in --runs)")
     p.add_argument("--sigma-y", type=float, help="noise level (or per run in --runs)")
     p.add_argument("--solver")
     p.add_argument("--steps", type=int)
@@ -178,6 +181,6 @@ def register(sub) -> None:
     p.add_argument("--out", help="shard .parquet")
     p.add_argument("--images-out", help="restored images .npz")
     p.add_argument("--runs", help="JSON list of {solver, steps, iters, hp, out, images_out} and "
-                                  "optionally {sigma_y, start, oracle_map}: several jobs in one "
+                                  "optionally {task, sigma_y, start, oracle_map}: several jobs in one "
                                   "process (instead of the five flags above)")
     p.set_defaults(func=run)

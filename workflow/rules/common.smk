@@ -123,11 +123,12 @@ RULE_SOLVERS = {n: s["rule"] for n, s in config["solvers"].items()
                 if "rule" in s and s.get("enabled", True)}
 
 PATH = "{dataset}/{prior}/{task}/sy{sigma_y}/{start}/{solver}/s{steps}_i{iters}"
-# The keys one process covers: `batch: group` / `batch: task` solve processes, evaluate jobs
-# (per (dataset, prior, task) with `batch: task`, else per (dataset, prior, task, sigma_y, start)).
+# The keys one process covers: `batch: group` / `task` / `prior` solve processes, and evaluate
+# jobs (per (dataset, prior, task) with `batch: task` or `prior`, else per GROUP_KEYS).
 GROUP_KEYS = ["dataset", "prior", "task", "sigma_y", "start"]
-BATCH_KEYS = {"group": GROUP_KEYS, "task": ["dataset", "prior", "task"]}
-EVAL_KEYS = BATCH_KEYS.get(config["batch"], GROUP_KEYS)
+TASK_KEYS = ["dataset", "prior", "task"]
+BATCH_KEYS = {"group": GROUP_KEYS, "task": TASK_KEYS, "prior": ["dataset", "prior"]}
+EVAL_KEYS = TASK_KEYS if config["batch"] in ("task", "prior") else GROUP_KEYS
 
 
 def key_path(keys):
@@ -301,29 +302,36 @@ def solve_inputs(wildcards):
     return inputs_of(**dict(wildcards.items()))
 
 
+def batch_of(prior):
+    """A prior's batch mode: its own `batch`, else the top-level one."""
+    return config["priors"][prior].get("batch", config["batch"])
+
+
 def python_groups():
-    """The Python-solver jobs by the keys of `config["batch"]` (group or task), each one process."""
+    """[(keys -> values, jobs)]: the Python-solver jobs of priors not batched per job, by the keys
+    of their batch mode (group, task or prior); each group is one `mapbench solve --runs` process."""
     out = {}
     for j in JOBS:
-        if j["solver"] in PY_SOLVERS:
-            out.setdefault(tuple(j[k] for k in BATCH_KEYS[config["batch"]]), []).append(j)
-    return out
+        mode = batch_of(j["prior"])
+        if j["solver"] in PY_SOLVERS and mode != "job":
+            out.setdefault(tuple((k, j[k]) for k in BATCH_KEYS[mode]), []).append(j)
+    return [(dict(group), jobs) for group, jobs in out.items()]
 
 
 def group_inputs(jobs):
-    """data, prior and the exact MAPs of every sigma_y of one `--runs` process (`oracle_<sy>`)."""
+    """data, prior and the exact MAPs of every (task, sigma_y) of one `--runs` process."""
     inputs = {}
     for j in jobs:
         inputs.update(inputs_of(**j))
         if "oracle_map" in inputs:
-            inputs[f"oracle_{j['sigma_y']}".replace(".", "_")] = inputs.pop("oracle_map")
+            inputs[re.sub(r"\W", "_", f"oracle_{j['task']}_{j['sigma_y']}")] = inputs.pop("oracle_map")
     return inputs
 
 
 def runs_json(jobs):
-    """The `--runs` JSON of one process: each run's solver, budget, sigma_y, start, files."""
+    """The `--runs` JSON of one process: each run's solver, budget, task, sigma_y, start, files."""
     return json.dumps([{"solver": j["solver"], "steps": int(j["steps"]), "iters": int(j["iters"]),
-                        "sigma_y": float(j["sigma_y"]), "start": j["start"],
+                        "task": j["task"], "sigma_y": float(j["sigma_y"]), "start": j["start"],
                         "hp": config["solvers"][j["solver"]].get("hp", {}),
                         "oracle_map": inputs_of(**j).get("oracle_map"),
                         "out": SHARD.format(**j), "images_out": IMAGES.format(**j)} for j in jobs])

@@ -1,8 +1,9 @@
 # One job per (dataset, prior, task, sigma_y, start, solver, steps, iters): `mapbench solve` on
 # the first n test images, writing a Parquet shard and the restored images. With `batch: group`
 # one job per (dataset, prior, task, sigma_y, start), with `batch: task` one per (dataset, prior,
-# task), runs all of its Python-solver keys in one process (`mapbench solve --runs`; the same
-# shards, less start-up cost on small runs).
+# task), with `batch: prior` one per (dataset, prior), runs all of its Python-solver keys in one
+# process (`mapbench solve --runs`; the same shards, less start-up cost on small runs). A prior's
+# own `batch` overrides the top-level one for its jobs.
 # Solvers provided by a rule file (config `solvers.<name>.rule`) are included at the end; they
 # write the same two files for their own solver name.
 
@@ -53,7 +54,8 @@ rule solve:
         oracle=oracle_flag,
         kind=lambda w: config["priors"][w.prior]["kind"],
     wildcard_constraints:
-        solver=_alternatives(PY_SOLVERS if config["batch"] == "job" else []),
+        solver=_alternatives(PY_SOLVERS),
+        prior=_alternatives(p for p in config["priors"] if batch_of(p) == "job"),
     threads: resource("solve", "threads", 1)
     resources:
         mem_mb=resource("solve", "mem_mb", 2000),
@@ -75,9 +77,8 @@ rule solve:
         "> {log} 2>&1"
 
 
-for _group, _jobs in (python_groups().items() if config["batch"] != "job" else []):
-    _w = dict(zip(BATCH_KEYS[config["batch"]], _group))
-    _name = re.sub(r"\W", "_", "_".join(["solve_group", *_group]))
+for _w, _jobs in python_groups():
+    _name = re.sub(r"\W", "_", "_".join(["solve_group", *_w.values()]))
     _path = key_path(_w).format(**_w)
 
     rule:
@@ -110,7 +111,7 @@ for _group, _jobs in (python_groups().items() if config["batch"] != "job" else [
         shell:
             "{params.mb} solve --data {input.data} --dataset {params.w[dataset]} "
             "--prior {input.prior} --prior-name {params.w[prior]} --prior-kind {params.kind} "
-            "--task {params.w[task]} --n-images {params.n_images} --batch-size {params.batch_size} "
+            "--n-images {params.n_images} --batch-size {params.batch_size} "
             "--seed {params.seed} --device {params.device} --threads {threads} "
             "--runs {params.runs:q} > {log} 2>&1"
 
