@@ -98,6 +98,7 @@ for _w, _jobs in python_groups():
             device=config["device"],
             kind=config["priors"][_w["prior"]]["kind"],
         threads: resource("solve", "threads", 1)
+        priority: 1  # the long solve processes first; evaluate and the sample check fill the gaps
         resources:
             mem_mb=resource("solve", "mem_mb", 2000),
             runtime=resource("solve", "runtime", 30) * len(_jobs),
