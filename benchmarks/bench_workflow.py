@@ -172,8 +172,11 @@ def main(argv=None) -> int:
 
     marks = wf / "marks.json"
     for mode in args.modes:
-        for unit in dict.fromkeys(unit_of(j, mode) for j in planned[mode]):
-            timed = [run_timed(wf, j, marks) for j in planned[mode] if unit_of(j, mode) == unit]
+        units = {}
+        for j in planned[mode]:
+            units.setdefault(unit_of(j, mode), []).append(j)
+        for unit, unit_jobs in units.items():
+            timed = [run_timed(wf, j, marks) for j in unit_jobs]
             total = {k: sum(t[k] for t in timed) for k in ("wall_s", "startup_s", "imports_s",
                                                            "compute_s", "exit_s", "runs")}
             shares = [100 * t["startup_s"] / t["wall_s"] for t in timed]
@@ -187,8 +190,8 @@ def main(argv=None) -> int:
     jobs = [r for r in rows if "startup_pct" in r]
     verdict = "; ".join(f"{r['what']}: {r['startup_pct']:.1f}%" for r in jobs)
     notes = (f"Wall seconds (best of 3 for the first four rows; one run per process), 1 thread per "
-             f"job (the default `resources.solve.threads`). Each mode runs the same shards (every "
-             f"solver, budget, sigma_y and start of the prior/task). startup_s: launch -> the first "
+             f"job (the default `resources.solve.threads`). A row runs every solver, budget, sigma_y "
+             f"and start of its prior/task (batch: prior: of every task of the prior). startup_s: launch -> the first "
              f"solver call (imports_s of it: interpreter + command line, torch incl.); compute_s: "
              f"the solver time the shards record (the first run's includes the one-off autograd "
              f"import); rest_s: oracle metrics, writing, and the interpreter's exit (exit_s). "

@@ -290,11 +290,18 @@ def has_oracle(prior, task):
 ORACLE = f"{R}/oracle/{{dataset}}/{{prior}}/{{task}}/sy{{sigma_y}}.npz"
 
 
+def oracle_file(dataset, prior, task, sigma_y, **_):
+    """The exact MAPs of one (task, sigma_y), shared by all solvers; None where no oracle applies."""
+    if has_oracle(prior, task):
+        return ORACLE.format(dataset=dataset, prior=prior, task=task, sigma_y=sigma_y)
+    return None
+
+
 def inputs_of(dataset, prior, task, sigma_y, **_):
     """data, prior, and (where the oracle applies) the exact MAPs shared by all solvers."""
     inputs = {"data": dataset_file(dataset), "prior": prior_file(prior)}
-    if has_oracle(prior, task):
-        inputs["oracle_map"] = ORACLE.format(dataset=dataset, prior=prior, task=task, sigma_y=sigma_y)
+    if oracle := oracle_file(dataset, prior, task, sigma_y):
+        inputs["oracle_map"] = oracle
     return inputs
 
 
@@ -319,13 +326,11 @@ def python_groups():
 
 
 def group_inputs(jobs):
-    """data, prior and the exact MAPs of every (task, sigma_y) of one `--runs` process."""
-    inputs = {}
-    for j in jobs:
-        inputs.update(inputs_of(**j))
-        if "oracle_map" in inputs:
-            inputs[re.sub(r"\W", "_", f"oracle_{j['task']}_{j['sigma_y']}")] = inputs.pop("oracle_map")
-    return inputs
+    """data and prior (one per group) and the exact MAPs of every (task, sigma_y) of one `--runs`
+    process (each run names its own in the `--runs` JSON)."""
+    oracles = list(dict.fromkeys(f for job in jobs if (f := oracle_file(**job))))
+    return {"data": dataset_file(jobs[0]["dataset"]), "prior": prior_file(jobs[0]["prior"]),
+            "oracle_maps": oracles}
 
 
 def runs_json(jobs):
@@ -333,7 +338,7 @@ def runs_json(jobs):
     return json.dumps([{"solver": j["solver"], "steps": int(j["steps"]), "iters": int(j["iters"]),
                         "task": j["task"], "sigma_y": float(j["sigma_y"]), "start": j["start"],
                         "hp": config["solvers"][j["solver"]].get("hp", {}),
-                        "oracle_map": inputs_of(**j).get("oracle_map"),
+                        "oracle_map": oracle_file(**j),
                         "out": SHARD.format(**j), "images_out": IMAGES.format(**j)} for j in jobs])
 
 
