@@ -7,7 +7,7 @@ CORES ?= 2
 # pyproject itself does not pin a build.
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: venv run test test-slurm tables lint clean
+.PHONY: venv run test test-slurm tables lint clean slurm-profile
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -32,6 +32,17 @@ lint: venv
 
 clean:
 	rm -rf results .snakemake
+
+# One-time step for `snakemake --profile slurm`: link profiles/slurm into Snakemake's per-user
+# profile directory ($${XDG_CONFIG_HOME:-~/.config}/snakemake/slurm). A link, so edits to
+# profiles/slurm apply at once; an existing profile of that name that is not this link is kept.
+PROFILE_DIR = $(or $(XDG_CONFIG_HOME),$(HOME)/.config)/snakemake
+slurm-profile:
+	@mkdir -p $(PROFILE_DIR)
+	@if [ -e $(PROFILE_DIR)/slurm ] && [ "$$(readlink -f $(PROFILE_DIR)/slurm)" != "$(abspath profiles/slurm)" ]; then \
+	  echo "$(PROFILE_DIR)/slurm exists and is not a link to profiles/slurm: move it away first" >&2; exit 1; fi
+	ln -sfn $(abspath profiles/slurm) $(PROFILE_DIR)/slurm
+	@echo "installed: snakemake --profile slurm now uses $(abspath profiles/slurm)"
 
 # profiles/slurm against a real one-node Slurm cluster started on this machine (root; installs
 # Debian's slurm + munge if missing; stops every daemon it started). See tests/slurm/run.sh.

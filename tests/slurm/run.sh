@@ -3,7 +3,8 @@
 #
 #  1. tests/slurm/cluster.sh start (installs slurm + munge if missing; fake GPUs)
 #  2. a job that fails on the cluster: snakemake must exit non-zero and print its Slurm log path
-#  3. the small test config through `snakemake --profile profiles/slurm` into a temp results dir
+#  3. the small test config through `snakemake --profile slurm` (the profile installed by
+#     `make slurm-profile` into a temp XDG_CONFIG_HOME) into a temp results dir
 #  4. the same config with `--cores` locally; shards and tables checked, and the two runs'
 #     shards compared (timing columns aside) by tests/slurm/check_results.py
 # The cluster is stopped (every daemon, by PID) on any exit. Exit status: 0 only if all passed.
@@ -73,9 +74,14 @@ CONFIG_ARGS=(--configfile "$CONFIG" "$WORK/overrides.yaml" --replace-workflow-co
 "$CLUSTER" start 3>&- 4>&-   # the daemons must not hold the caller's output open
 export SLURM_CONF=${MAPBENCH_SLURM_DIR:-${TMPDIR:-/tmp}/mapbench-slurm}/etc/slurm.conf
 
+# The profile is installed as users install it (`make slurm-profile`, the README's one-time step),
+# into a per-run XDG_CONFIG_HOME so the user's own ~/.config is untouched, and used by name:
+# `snakemake --profile slurm`, literally.
+export XDG_CONFIG_HOME="$WORK/xdg"
+make -s slurm-profile >/dev/null
 # What the test changes about the profile: no accounts on this cluster, a short first status
 # check, and per-run log/metadata dirs. Everything else (resources, GPU requests) is the profile's.
-SLURM_ARGS=(--profile profiles/slurm --slurm-no-account
+SLURM_ARGS=(--profile slurm --slurm-no-account
             --slurm-init-seconds-before-status-checks 2 --jobs 4)
 
 # -- 2. a failing cluster job must fail the run and name its log --------------------------------
@@ -109,7 +115,7 @@ fi
 log "ok: exit $rc, log path printed"
 
 # -- 3. the test config through the slurm profile ------------------------------------------------
-log "$CONFIG through profiles/slurm"
+log "$CONFIG through snakemake --profile slurm"
 bounded "$TIMEOUT" "$BIN/snakemake" "${SLURM_ARGS[@]}" "${CONFIG_ARGS[@]}" \
     --config results="$WORK/slurm/results" --slurm-logdir "$WORK/slurm/slurm-logs" \
     >"$WORK/slurm.out" 2>&1 || { tail -40 "$WORK/slurm.out" >&2; log "slurm run failed"; exit 1; }
