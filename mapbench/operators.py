@@ -45,6 +45,11 @@ class Mask:
             raise ValueError("sigma_y and s are both 0: the likelihood is degenerate")
         return self.H(v) / denom
 
+    def n_measured(self, y: torch.Tensor) -> int:
+        """Measurement entries per image of ``y`` (the observed pixels of every channel: ``y`` is
+        image shaped with zeros elsewhere)."""
+        return y.shape[1] * int(self.mask.sum())
+
     def observed(self) -> torch.Tensor:
         """Flat bool index of the observed coordinates of one ``[C, H, W]`` image (per channel)."""
         return self.mask.flatten()

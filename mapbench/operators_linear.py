@@ -131,6 +131,10 @@ class CircularBlur:
         gain = torch.where(denom > 0, 1 / torch.where(denom > 0, denom, 1.0), 0.0)
         return self._filter(v, gain)
 
+    def n_measured(self, y: torch.Tensor) -> int:
+        """Measurement entries per image of ``y`` (all of them)."""
+        return y[0].numel()
+
     def check_adjoint(self, shape, generator=None) -> float:
         return check_adjoint(self, shape, generator)
 
@@ -180,6 +184,10 @@ class AvgPool:
         """``(sigma_y^2 I + s^2 H H^T)^{-1} v = v / (sigma_y^2 + s^2 / f^2)`` (H H^T = I / f^2)."""
         _check_denominator(sigma_y, s)
         return v / (sigma_y ** 2 + s ** 2 / self.factor ** 2)
+
+    def n_measured(self, y: torch.Tensor) -> int:
+        """Measurement entries per image of ``y`` (all of them)."""
+        return y[0].numel()
 
     def check_adjoint(self, shape, generator=None) -> float:
         return check_adjoint(self, shape, generator)
