@@ -1,18 +1,25 @@
 """MAP-GA: MAP-Gradient-Ascent, Gutha, Vinuesa & Azizpour (WACV 2025), Algorithm 2
 (Algorithm 1 expanded for linear inverse problems).
 
-At each time step ``t = tau_i`` (from ``tau_n = T`` down to ``tau_1``) run ``iters`` gradient-ascent
-iterations on ``log p(C(z, t) | y)`` in ``z`` (Eqs. 12, 16, 17):
+``z ~ N(0, sigma_{tau_n}^2 I)``; at each time step ``t = tau_i`` (from ``tau_n = T`` down to
+``tau_1``) run ``iters`` gradient-ascent iterations on ``log p(C(z, t) | y)`` in ``z``
+(Eqs. 12, 16, 17):
 
     x_eps      = C(z, t)                                           # consistency model (or D)
     grad_lik   = H^T (sigma_y^2 I + sigma_eps^2 H H^T)^{-1} (y - H x_eps)
     grad_prior = (D(x_eps, eps) - x_eps) / sigma_eps^2             # if use_prior, score at eps
     z         <- z + lr * (dC/dz)^T (grad_lik + grad_prior)        # one VJP
 
-then ``x_eps = C(z, t)`` and ``z ~ N(x_eps, (sigma_{i-1}^2 - sigma_0^2) I)``. The learning rate
-defaults to the paper's ``sigma_y^2 + sigma_eps^2`` (Sec. 5). Variants (registry): no prior (NP:
-maximum likelihood on the data manifold) and the denoiser in place of the consistency model (D);
-momentum and Adam in place of plain ascent (``optimizer``, the paper's Sec. 5 future work).
+then ``x_eps = C(z, t)`` and ``z ~ N(x_eps, (sigma_{tau_{i-1}}^2 - sigma_{tau_0}^2) I)``. The output
+is the last ``z`` (the variance is 0 at ``tau_0 = eps``). ``grad_lik`` is the gradient of
+``log N(y; H x_eps, sigma_y^2 I + sigma_eps^2 H H^T)`` (Sec. 3.3); for the paper's masks
+``H H^T = I`` and it is Algorithm 2's ``H^T (y - H x_eps) / (sigma_y^2 + sigma_eps^2)``.
+The learning rate defaults to the paper's ``sigma_y^2 + sigma_eps^2`` (Sec. 5).
+
+Registry variants: no prior (``use_prior=False``, NP: maximum likelihood on the data manifold,
+Sec. 4), the denoiser in place of the consistency model (``network="denoiser"``, D, Sec. 4), and
+Eq. 12's ascent step replaced by a standard optimiser (``optimizer``: heavy-ball momentum at the
+paper's ``lr``, or Adam at its own published defaults; optimizers.py), reset at each time step.
 """
 from __future__ import annotations
 
@@ -20,7 +27,7 @@ import torch
 
 from mapbench.schedule import SIGMA_MIN
 from mapbench.solvers.common import initial_noise, renoise, vjp
-from mapbench.solvers.optimizers import GA, make_rule
+from mapbench.solvers.optimizers import ADAM_LR, GA, make_rule
 
 NETWORKS = ("consistency", "denoiser")
 
@@ -61,8 +68,10 @@ def map_ga(prior, op, y, sigmas, *, sigma_y, generators, iters, x_init=None, lr=
            use_prior=True, network="consistency", optimizer="ga", momentum=0.9,
            betas=(0.9, 0.999)) -> torch.Tensor:
     """Algorithm 2 from ``z ~ N(0, sigma_{tau_n}^2 I)`` (or ``x_init``, the Table 2 warm start).
-    ``optimizer`` (ga, momentum, adam; optimizers.py) replaces Eq. 12's plain ascent step."""
-    lr = sigma_y ** 2 + SIGMA_MIN ** 2 if lr is None else lr
+    ``optimizer`` (ga, momentum, adam; optimizers.py) replaces Eq. 12's plain ascent step;
+    ``lr`` defaults to the paper's ``sigma_y^2 + sigma_eps^2``, for Adam to Adam's 0.001."""
+    if lr is None:
+        lr = ADAM_LR if optimizer == "adam" else sigma_y ** 2 + SIGMA_MIN ** 2
     rule = make_rule(optimizer, lr, momentum, betas)
     z = initial_noise(op, y, float(sigmas[0]), generators, x_init)
     return map_ga_steps(prior, op, y, z, sigmas, sigma_y=sigma_y, iters=iters, lr=lr,
