@@ -1,4 +1,5 @@
-"""Pieces every solver shares: initial noise, re-noising, and a VJP through a network."""
+"""Pieces every solver shares: initial noise, re-noising, a VJP through a network, and the
+official codes' clipped clean estimate."""
 from __future__ import annotations
 
 import math
@@ -36,3 +37,8 @@ def vjp(network, z: torch.Tensor, sigma: float, vector_fn):
     # shape check imports sympy (~0.5 s of every process's first call)
     (grad,) = torch.autograd.grad((x * v).sum(), z)
     return x.detach(), grad
+
+
+def clipped_denoiser(prior):
+    """``clip(D(x, t), -1, 1)``: the official codes' clean estimate (``clip_denoised=True``)."""
+    return lambda x, t: prior.denoise(x, t).clamp(-1, 1)
