@@ -19,16 +19,22 @@ covariances ``Sigma'_k``) and the likelihood is diagonal, ``y_bar_i = z_i + nois
   ``z_O`` replaced by ``y_bar_O`` (``x`` projected onto the affine set; the solver's measurement
   error is reported separately). For a mask ``V = I`` and ``z = x``.
 - ``map()``: the MAP by the mode-seeking fixed point of Carreira-Perpinan (2000) with the Gaussian
-  likelihood folded in, started from every component's posterior mean, best kept:
+  likelihood folded in,
 
       z <- (sum_k g_k Sigma'_k^{-1} + diag(lam))^{-1} (sum_k g_k Sigma'_k^{-1} mu'_k + lam * y_bar)   (3)
 
   with ``g_k`` the responsibilities at ``z`` (on the null-space coordinates only at sigma_y = 0,
-  where lam = 0 there). Each step never decreases the posterior. The matrix is the diagonal
-  ``alpha + lam`` (``alpha = sum_k g_k / v_k``) minus a rank ``K r`` term, solved by Woodbury; its
-  inner matrix ``U^T diag(1 / (alpha + lam)) U`` is a sum over the ``J`` distinct values of lam
-  (2 for masks and pooling, up to a few hundred for blur): ``O(J (K r)^2 + (K r)^3)`` per start.
-All arithmetic in float64.
+  where lam = 0 there), run from several starts, the highest end point kept (``_starts``). Each
+  step never decreases the posterior, but the posterior can have more local maxima than components,
+  e.g. between them: equal isotropic components at the vertices of a regular simplex make the
+  centroid the highest mode, which no start at a component's posterior mean reaches. The
+  matrix is the diagonal ``alpha + lam`` (``alpha = sum_k g_k / v_k``) minus a rank ``K r`` term,
+  solved by Woodbury; its inner matrix ``U^T diag(1 / (alpha + lam)) U`` is a sum over the ``J``
+  distinct values of lam (2 for masks and pooling, up to a few hundred for blur):
+  ``O(J (K r)^2 + (K r)^3)`` per start.
+All arithmetic in float64. Every per-image quantity is computed for each image alone (``_each``):
+a BLAS kernel may sum in another order for another number of rows, and the oracle's numbers must
+not depend on the batch an image came in.
 """
 from __future__ import annotations
 
@@ -44,7 +50,7 @@ from mapbench.spectral import spectral_view
 class Posterior:
     """``p(x | y)`` for a batch of measurements ``y`` (in the operator's measurement space)."""
 
-    PER_IMAGE = ("y", "y_bar", "log_py")       # the fields that differ between images
+    PER_IMAGE = ("y", "y_bar", "log_py", "log_pk")     # the fields that differ between images
 
     def __init__(self, prior: GMMPrior, op, y: torch.Tensor, sigma_y: float):
         if sigma_y < 0:
@@ -53,8 +59,6 @@ class Posterior:
         self.op, self.prior, self.sigma_y, self.shape = op, prior, float(sigma_y), tuple(prior.shape)
         self.spec = spectral_view(op, self.shape, dev)
         self.z_prior = self.spec.prior(prior)
-        self.y = y.double()
-        self.y_bar = self.spec.y_bar(self.y)                                   # [B, d]
         self.obs = self.spec.s > 0                                             # [d] bool
         self.free = torch.ones_like(self.obs) if sigma_y > 0 else ~self.obs
         self.lam = self.spec.s ** 2 / sigma_y ** 2 if sigma_y > 0 else torch.zeros_like(self.spec.s)
@@ -67,7 +71,21 @@ class Posterior:
         self.levels, group = torch.unique(self.lam, return_inverse=True)
         self.G_levels = torch.stack([self.U_free[group == j].T @ self.U_free[group == j]
                                      for j in range(len(self.levels))])      # [J, K r, K r]
-        self.log_py = self._log_evidence()
+        self.y = y.double()
+        self.y_bar = _each(self.spec.y_bar, self.y)                            # [B, d]
+        self.log_py, self.log_pk = _each(self._log_evidence, self.y, self.y_bar)
+
+    def _rows(self, index: torch.Tensor) -> "Posterior":
+        """The same posterior with the images ``index`` (repeats allowed: one row per start)."""
+        view = object.__new__(Posterior)
+        view.__dict__.update(self.__dict__)
+        for name in self.PER_IMAGE:
+            setattr(view, name, getattr(self, name)[index])
+        return view
+
+    def _repeat(self, n: int) -> "Posterior":
+        """The first image ``n`` times (one row per start or per candidate ``x``)."""
+        return self._rows(torch.zeros(n, dtype=torch.long, device=self.y.device))
 
     # --- densities -----------------------------------------------------------------------------
     def _clamp(self, z: torch.Tensor) -> torch.Tensor:
@@ -75,8 +93,17 @@ class Posterior:
         return z if self.sigma_y > 0 else torch.where(self.obs, self.y_bar, z)
 
     def log_posterior(self, x: torch.Tensor) -> torch.Tensor:
-        """Exact ``log p(x | y)`` ``[B]`` for ``x [B, C, H, W]`` (or flat ``[B, d]``)."""
-        x = x.reshape(x.shape[0], *self.shape).double()
+        """Exact ``log p(x | y)`` ``[N]`` for ``x [N, C, H, W]`` (or flat ``[N, d]``): row ``i``
+        under image ``i``, or every row under the one image when the batch has one."""
+        x = x.reshape(x.shape[0], -1).double()
+        if len(self.y) == 1:
+            return self._repeat(len(x))._log_posterior(x)
+        rows = torch.arange(len(x), device=self.y.device)
+        return _each(lambda b, xb: self._rows(b)._log_posterior(xb), rows, x)
+
+    def _log_posterior(self, x: torch.Tensor) -> torch.Tensor:
+        """``log p(x | y)`` with row ``i`` of ``x [N, d]`` under row ``i`` of the fields."""
+        x = x.reshape(x.shape[0], *self.shape)
         log_prior = self.z_prior.log_prob(self._clamp(self.spec.Vt(x)))
         if self.sigma_y == 0:
             return log_prior - self.log_py
@@ -87,8 +114,9 @@ class Posterior:
     def _log_2pi_var(self) -> float:
         return LOG_2PI + 2 * math.log(self.sigma_y)
 
-    def _log_evidence(self) -> torch.Tensor:
-        """``log p(y)`` ``[B]``, Eq. (2); at sigma_y = 0 ``log p(z_O = y_bar_O)``."""
+    def _log_evidence(self, y: torch.Tensor, y_bar: torch.Tensor):
+        """``log p(y)`` ``[n]`` (Eq. (2); at sigma_y = 0 ``log p(z_O = y_bar_O)``) and the
+        posterior's component weights ``log p(k | y)`` ``[n, K]`` for measurements ``y [n, ...]``."""
         o = self.obs
         n = int(o.sum())
         s = self.prior.s.to(o.device)
@@ -97,17 +125,19 @@ class Posterior:
         # (diag(a) + Us Us^T)^{-1} = A^{-1} - A^{-1} Us (I + Us^T A^{-1} Us)^{-1} Us^T A^{-1}
         eye = torch.eye(s.shape[1], dtype=s.dtype, device=s.device)
         L = torch.linalg.cholesky(eye + torch.einsum("kir,ki,kiq->krq", Us, 1 / a, Us))
-        R = self.y_bar[:, o][:, None, :] - self.mu[:, o][None]                 # [B, K, n]
+        R = y_bar[:, o][:, None, :] - self.mu[:, o][None]                      # [B, K, n]
         P = torch.einsum("bki,kir->bkr", R / a, Us)
         sol = torch.cholesky_solve(P.permute(1, 2, 0), L).permute(2, 0, 1)     # [B, K, r]
         quad = (R * R / a).sum(-1) - (P * sol).sum(-1)
         logdet = torch.log(a).sum(-1) + 2 * torch.log(torch.diagonal(L, dim1=1, dim2=2)).sum(-1)
-        log_py = torch.logsumexp(self.logw - 0.5 * (quad + logdet + n * LOG_2PI), dim=1)
+        joint = self.logw - 0.5 * (quad + logdet + n * LOG_2PI)                # log w_k p(y_bar_O | k)
+        log_py = torch.logsumexp(joint, dim=1)
+        log_pk = joint - log_py[:, None]
         if self.sigma_y == 0:
-            return log_py
-        null = (self.y - self.op.H(self.spec.V(self.y_bar))).flatten(1).pow(2).sum(1)
+            return log_py, log_pk
+        null = (y - self.op.H(self.spec.V(y_bar))).flatten(1).pow(2).sum(1)
         return (log_py - torch.log(self.spec.s[o]).sum() - 0.5 * null / self.sigma_y ** 2
-                - 0.5 * (self.spec.m - n) * self._log_2pi_var())
+                - 0.5 * (self.spec.m - n) * self._log_2pi_var()), log_pk
 
     # --- the MAP ---------------------------------------------------------------------------------
     def _fixed_point(self, z: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
@@ -132,45 +162,50 @@ class Posterior:
         return self._clamp(torch.where(self.free, out, z))
 
     def map(self, max_iter: int = 200, tol: float = 1e-9):
-        """The MAP ``[B, C, H, W]`` and its log-posterior ``[B]``: fixed-point iterations from every
-        component's posterior mean, the best end point kept."""
-        B, d = self.y_bar.shape
-        K = self.mu.shape[0]
-        starts = []
-        for k in range(K):
-            gamma = torch.zeros(B, K, dtype=torch.float64, device=self.y_bar.device)
-            gamma[:, k] = 1
-            starts.append(self._fixed_point(self._clamp(torch.zeros_like(self.y_bar)), gamma))
-        z = torch.stack(starts, 1).reshape(B * K, d)                          # [B K, d]
-        rep = _Repeated(self, K)
-        active = torch.arange(B * K, device=z.device)        # starts still moving
+        """The MAP ``[B, C, H, W]`` and its log-posterior ``[B]``: for each image, fixed-point
+        iterations from every start of ``_starts``, the highest end point kept."""
+        def one(b):
+            image = self._rows(b)
+            z, logp = image._climb(image._starts(), max_iter, tol)
+            best = logp.argmax()
+            return self.spec.V(z[best:best + 1]), logp[best:best + 1]
+        return _each(one, torch.arange(len(self.y), device=self.y.device))
+
+    def _starts(self) -> torch.Tensor:
+        """Starting points ``[K + 4, d]`` for the first image: every
+        component's posterior mean ``m_k`` (a step of (3) with ``g = e_k``); the posterior mean
+        ``sum_k p(k | y) m_k``, the posterior-weighted centroid; a step of (3) with the posterior's
+        component weights ``g_k = p(k | y)``; and ``H^+ y`` (``y_bar`` on the observed coordinates)
+        completed by the prior mean ``sum_k w_k mu_k`` or by 0."""
+        K, d = self.mu.shape
+        pk = self.log_pk.exp()                                                # [1, K]
+        eye = torch.eye(K, dtype=pk.dtype, device=pk.device)
+        zero = self._clamp(torch.zeros_like(self.y_bar))
+        means = self._repeat(K)._fixed_point(zero.expand(K, d), eye)
+        observed = torch.where(self.obs, self.y_bar, 0.0)
+        return torch.cat([means, pk @ means, self._fixed_point(zero, pk),
+                          observed + torch.where(self.obs, 0.0, self.logw.exp() @ self.mu), observed])
+
+    def _climb(self, z: torch.Tensor, max_iter: int, tol: float):
+        """Fixed-point iterations (3) from the rows of ``z [N, d]`` (starts for the first image)
+        until each moves less than ``tol``: the end points and their log-posteriors ``[N]``."""
+        z = z.clone()
+        active = torch.arange(len(z), device=z.device)                        # starts still moving
         for _ in range(max_iter):
             gamma = self.z_prior.responsibilities(z[active])
-            new = rep.subset(active)._fixed_point(z[active], gamma)
+            new = self._repeat(len(active))._fixed_point(z[active], gamma)
             moving = (new - z[active]).abs().amax(1) >= tol
             z[active] = new
             active = active[moving]
             if len(active) == 0:
                 break
-        x = self.spec.V(z)
-        logp = rep.log_posterior(x).view(B, K)
-        best = logp.argmax(1)
-        x_map = x.view(B, K, *self.shape)[torch.arange(B), best]
-        return x_map, logp.max(1).values
+        return z, self._repeat(len(z))._log_posterior(self.spec.V(z))
 
 
-class _Repeated(Posterior):
-    """The same posterior with each measurement repeated ``K`` times (one copy per start)."""
-
-    def __init__(self, post: Posterior, K: int):
-        self.__dict__.update(post.__dict__)
-        for name in self.PER_IMAGE:
-            setattr(self, name, getattr(post, name).repeat_interleave(K, 0))
-
-    def subset(self, rows: torch.Tensor) -> "_Repeated":
-        """The same posterior restricted to some rows (starts)."""
-        sub = object.__new__(_Repeated)
-        sub.__dict__.update(self.__dict__)
-        for name in self.PER_IMAGE:
-            setattr(sub, name, getattr(self, name)[rows])
-        return sub
+def _each(fn, *batched):
+    """``fn`` on each image alone (row ``i:i+1`` of every argument), the results concatenated
+    (a tensor or a tuple of tensors): no number depends on the batch (module docstring)."""
+    outs = [fn(*(t[i:i + 1] for t in batched)) for i in range(len(batched[0]))]
+    if isinstance(outs[0], tuple):
+        return tuple(torch.cat(parts) for parts in zip(*outs))
+    return torch.cat(outs)

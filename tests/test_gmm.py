@@ -67,6 +67,8 @@ def test_fit_save_load_roundtrip(tmp_path):
     x = (truth.means[comp] + (truth.U[comp, :, 0] * (truth.s[comp, 0].sqrt() * torch.randn(2000, generator=g, dtype=torch.float64))[:, None])
          + truth.v[0].sqrt() * torch.randn(2000, 16, generator=g, dtype=torch.float64)).float().view(-1, 1, 4, 4)
     fitted = GMMPrior.fit(x, 2, 1, seed=0)
+    eye = torch.eye(1, dtype=torch.float64).expand(2, 1, 1)               # fitted in float32, then
+    torch.testing.assert_close(fitted.U.transpose(1, 2) @ fitted.U, eye, rtol=0, atol=1e-14)  # made orthonormal
     order = torch.cdist(truth.means, fitted.means).argmin(1)
     torch.testing.assert_close(fitted.means[order], truth.means, atol=0.1, rtol=0)
     assert fitted.log_prob(x.double()).mean() > truth.log_prob(x.double()).mean() - 0.5
@@ -102,3 +104,51 @@ def test_load_refuses_pickled_code(tmp_path):
     with pytest.raises(UserError, match="evil.pt"):
         GMMPrior.load(tmp_path / "evil.pt")
     assert not (tmp_path / "pwned").exists()
+
+
+def isotropic_gmm(v: float, shape=(1, 4, 4)) -> GMMPrior:
+    """Two components of isotropic variance ``v`` (the one factor has s = 0), means of size ~3."""
+    d = shape[0] * shape[1] * shape[2]
+    g = torch.Generator().manual_seed(4)
+    U = torch.linalg.qr(torch.randn(2, d, 1, generator=g, dtype=torch.float64))[0]
+    return GMMPrior(torch.tensor([0.3, 0.7], dtype=torch.float64),
+                    3 * torch.randn(2, d, generator=g, dtype=torch.float64), U,
+                    torch.zeros(2, 1, dtype=torch.float64), torch.full((2,), v, dtype=torch.float64), shape)
+
+
+def test_log_prob_near_a_mean_with_a_tiny_variance_is_exact():
+    """|x - mu|^2 from the differences: at v = 1e-14 and |x - mu| ~ 1e-7 the expansion
+    |x|^2 - 2 x.mu + |mu|^2 loses ~1e-15 to cancellation, i.e. ~0.1-1 nats after dividing by v."""
+    prior = isotropic_gmm(1e-14)
+    g = torch.Generator().manual_seed(5)
+    x = prior.means[[0, 1, 1]] + 1e-7 * torch.randn(3, 16, generator=g, dtype=torch.float64)
+    R = x[:, None, :] - prior.means[None]                                    # float64, direct
+    want = torch.logsumexp(prior.weights.log() - 0.5 * (R.pow(2).sum(-1) / 1e-14
+                                                        + 16 * math.log(2 * math.pi * 1e-14)), 1)
+    torch.testing.assert_close(prior.log_prob(x.view(3, 1, 4, 4)), want, rtol=0, atol=1e-6)
+
+
+def test_load_reorthonormalises_float32_factors_and_refuses_a_tiny_variance(tmp_path):
+    """A prior whose factors went through float32 (orthonormal to ~1e-7) loads with orthonormal
+    float64 factors, whose log-density then matches the dense mixture of the loaded parameters;
+    the covariance moves by no more than the rounding. A variance below V_MIN is refused."""
+    from mapbench.priors.gmm import V_MIN
+    prior = random_gmm(K=3, r=4, shape=(1, 8, 8), seed=6)
+    state = prior.state_dict()
+    state["U"] = (prior.U + 1e-6 * torch.randn(prior.U.shape, dtype=torch.float64)).float()
+    torch.save(state, tmp_path / "f32.pt")
+    loaded = GMMPrior.load(tmp_path / "f32.pt")
+    eye = torch.eye(4, dtype=torch.float64).expand(3, 4, 4)
+    torch.testing.assert_close(loaded.U.transpose(1, 2) @ loaded.U, eye, rtol=0, atol=1e-14)
+    def covariances(p):
+        return p.U @ torch.diag_embed(p.s) @ p.U.transpose(1, 2) + p.v[:, None, None] * torch.eye(64)
+    cov = covariances(loaded)
+    torch.testing.assert_close(cov, covariances(prior), rtol=0, atol=1e-5)
+    x = torch.randn(4, 64, dtype=torch.float64)
+    dense = torch.distributions.MultivariateNormal(loaded.means, cov).log_prob(x[:, None, :])
+    torch.testing.assert_close(loaded.log_prob(x.view(4, 1, 8, 8)),
+                               torch.logsumexp(loaded.weights.log() + dense, 1), rtol=0, atol=1e-9)
+    state["v"] = torch.tensor([0.02, 1e-14, 0.02], dtype=torch.float64)
+    torch.save(state, tmp_path / "tiny.pt")
+    with pytest.raises(UserError, match=rf"tiny.pt: .*v = 1e-14 .*{V_MIN:g}"):
+        GMMPrior.load(tmp_path / "tiny.pt")

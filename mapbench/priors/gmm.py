@@ -1,6 +1,7 @@
 """The exact Gaussian-mixture prior ``p(x) = sum_k w_k N(mu_k, Sigma_k)`` (DESIGN.md, "The exact
 oracle"), with low-rank-plus-isotropic covariances ``Sigma_k = U_k diag(s_k) U_k^T + v_k I``
-(``U_k`` orthonormal ``d x r``).
+(``U_k`` orthonormal ``d x r``, re-orthonormalised in float64 whenever a prior is fitted or loaded:
+the log-density's closed form below assumes it, and a float32 factor is orthonormal only to ~1e-6).
 
 Everything the solvers need is closed form:
 - the noisy marginal ``p_sigma`` is the mixture with ``Sigma_k + sigma^2 I``;
@@ -8,7 +9,8 @@ Everything the solvers need is closed form:
   (x - mu_k)`` with ``gamma_k`` the responsibilities under ``p_sigma`` (Tweedie);
 - the consistency function ``C(x, sigma)``: the PF-ODE ``dx/dsigma = (x - D(x, sigma)) / sigma``
   (EDM, sigma(t) = t) integrated from ``sigma`` down to ``sigma_min = 0.002`` by classical RK4 in
-  ``log sigma`` (``dx / dlog sigma = x - D``); differentiable, so VJPs through C work.
+  ``sigma`` over a Karras grid (rho = 7: steps shrink with sigma); differentiable, so VJPs through
+  C work.
 Fitting: a mixture of probabilistic PCA (Tipping & Bishop 1999) by classification EM.
 """
 from __future__ import annotations
@@ -24,6 +26,7 @@ from mapbench.io import atomic_path
 from mapbench.schedule import SIGMA_MIN, karras_sigmas
 
 LOG_2PI = math.log(2 * math.pi)
+V_MIN = 1e-4   # the least isotropic variance v_k: fit's floor, enforced on load (see load)
 
 
 @dataclass
@@ -55,8 +58,7 @@ class GMMPrior:
             K, d, r = self.U.shape
             U_all = self.U.permute(1, 0, 2).reshape(d, K * r)          # [d, K r]
             p = {"logw": self.weights.log(), "mu": self.means, "U_all": U_all, "s": self.s,
-                 "v": self.v, "mu_sq": (self.means ** 2).sum(1),
-                 "muU": torch.einsum("kd,kdr->kr", self.means, self.U)}
+                 "v": self.v, "muU": torch.einsum("kd,kdr->kr", self.means, self.U)}
             self._cache[key] = {n: t.to(like.device, like.dtype) for n, t in p.items()}
         return self._cache[key]
 
@@ -68,15 +70,16 @@ class GMMPrior:
 
     def _components(self, xf: torch.Tensor, sigma: float):
         """Per-component ``log w_k + log N(x; mu_k, Sigma_k + sigma^2 I)`` ``[B, K]`` and the
-        pieces of ``(Sigma_k + sigma^2 I)^{-1} (x - mu_k)`` (Woodbury, all as matmuls:
-        ``(R - U_k diag(c) U_k^T R) / a`` with ``R = x - mu_k``)."""
+        pieces of ``(Sigma_k + sigma^2 I)^{-1} R = (R - U_k diag(c) P) / a`` (Woodbury), with
+        ``R = x - mu_k``, ``P = U_k^T R``, ``a = v_k + sigma^2``, ``c = s_k / (s_k + a)``; the
+        quadratic form ``(|R|^2 - sum_j c_j P_j^2) / a`` takes ``|R|^2`` from the differences
+        (``squared_distances``)."""
         p = self.params(xf)
         K, r = p["s"].shape
         a = p["v"] + sigma ** 2                                          # [K]
         P = (xf @ p["U_all"]).view(-1, K, r) - p["muU"]                  # U_k^T (x - mu_k)
         coef = p["s"] / (p["s"] + a[:, None])                            # [K, r]
-        R_sq = (xf * xf).sum(1, keepdim=True) - 2 * xf @ p["mu"].T + p["mu_sq"]
-        quad = (R_sq - (P * P * coef).sum(-1)) / a
+        quad = (squared_distances(xf, p["mu"]) - (P * P * coef).sum(-1)) / a
         logdet = torch.log(p["s"] + a[:, None]).sum(-1) + (self.dim - r) * torch.log(a)
         return p["logw"] - 0.5 * (quad + logdet + self.dim * LOG_2PI), P * coef, a
 
@@ -128,6 +131,9 @@ class GMMPrior:
 
     @classmethod
     def load(cls, path: str | Path) -> "GMMPrior":
+        """Read a saved prior; the factors are re-orthonormalised in float64 and every isotropic
+        variance must be at least ``V_MIN`` (below it the exact oracle's MAP search solves with a
+        matrix of condition number about s / v, and ``fit`` never goes below it)."""
         path = Path(path)
         if not path.is_file():
             raise UserError(f"prior file not found: {path}")
@@ -144,14 +150,17 @@ class GMMPrior:
         for name, want in (("weights", (K,)), ("U", (K, d, r)), ("s", (K, r)), ("v", (K,))):
             if tuple(state[name].shape) != want:
                 raise UserError(f"{path}: {name} has shape {tuple(state[name].shape)}, expected {want}")
+        if not bool((state["v"] >= V_MIN).all()):
+            raise UserError(f"{path}: isotropic variance v = {float(state['v'].min()):.3g} is below "
+                            f"the minimum {V_MIN:g}")
         shape = tuple(int(n) for n in state["shape"])
-        return cls(state["weights"].double(), state["means"].double(), state["U"].double(),
+        return cls(state["weights"].double(), state["means"].double(), orthonormal(state["U"]),
                    state["s"].double(), state["v"].double(), shape, int(state["ode_steps"]))
 
     # --- fitting -----------------------------------------------------------------------------
     @classmethod
     def fit(cls, x: torch.Tensor, components: int, rank: int, *, iters: int = 10, seed: int = 0,
-            v_min: float = 1e-4) -> "GMMPrior":
+            v_min: float = V_MIN) -> "GMMPrior":
         """Mixture of PPCA fitted to images ``x [N, C, H, W]`` by classification EM: assign each
         image to its most likely component, refit each component's mean and PPCA covariance by
         maximum likelihood (top-``rank`` eigenvalues, floor = mean of the rest, at least v_min)."""
@@ -196,8 +205,38 @@ class GMMPrior:
             means.append(mu)
             vs.append(v)
         w = torch.tensor(weights, dtype=torch.float64)
-        return cls(w / w.sum(), torch.stack(means).double(), torch.stack(Us).double(), torch.stack(ss).double(),
-                   torch.tensor(vs, dtype=torch.float64), shape)
+        return cls(w / w.sum(), torch.stack(means).double(), orthonormal(torch.stack(Us)),
+                   torch.stack(ss).double(), torch.tensor(vs, dtype=torch.float64), shape)
+
+
+class _SquaredDistances(torch.autograd.Function):
+    """``|x_b - mu_k|^2`` ``[B, K]`` summed from the differences: the expansion
+    ``|x|^2 - 2 x.mu + |mu|^2`` loses ``eps |x|^2`` to cancellation, which the quadratic form
+    divides by ``v_k + sigma^2`` (``tests/test_gmm.py``: 2 nats at v = 1e-14 in float64). Its
+    gradient ``2 (x_b - mu_k)`` comes from matmuls (autograd of the differences would keep a
+    ``[K, B, d]`` tensor per call)."""
+
+    @staticmethod
+    def forward(ctx, x, mu):
+        ctx.save_for_backward(x, mu)
+        return torch.linalg.vector_norm(x[None] - mu[:, None], dim=-1).square().T
+
+    @staticmethod
+    def backward(ctx, g):
+        x, mu = ctx.saved_tensors
+        grad_mu = 2 * (g.sum(0)[:, None] * mu - g.T @ x) if ctx.needs_input_grad[1] else None
+        return 2 * (g.sum(1, keepdim=True) * x - g @ mu), grad_mu
+
+
+squared_distances = _SquaredDistances.apply
+
+
+def orthonormal(U: torch.Tensor) -> torch.Tensor:
+    """The orthonormal factors nearest to ``U [K, d, r]`` in float64: the polar factor ``A B^T`` of
+    ``U = A diag(.) B^T`` (a padded zero column, whose variance s is 0, becomes any unit vector
+    orthogonal to the rest)."""
+    A, _, Bt = torch.linalg.svd(U.double(), full_matrices=False)
+    return A @ Bt
 
 
 def _kmeans(X: torch.Tensor, K: int, g: torch.Generator, iters: int = 20) -> torch.Tensor:
