@@ -12,7 +12,7 @@ from tests.conftest import random_gmm
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")   # tiny tensors: threads only contend
-ONE_ITER = {"pgdm", "dps", "ddrm", "diffpir"}      # their budget is the number of steps
+ONE_ITER = {"pgdm", "dps", "ddrm", "diffpir", "ddnm"}      # their budget is the number of steps
 
 
 def budget(name):
