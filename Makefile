@@ -7,7 +7,7 @@ CORES ?= 2
 # pyproject itself does not pin a build.
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: venv run test test-slurm tables lint clean slurm-profile
+.PHONY: venv run report test test-slurm tables lint clean slurm-profile
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -20,6 +20,12 @@ venv: $(BIN)/.installed
 
 run: venv
 	$(BIN)/snakemake --cores $(CORES) --profile profiles/local
+	$(MAKE) --no-print-directory report
+
+# The HTML report of the last run (self-contained: open it in a browser): every output marked
+# report(...) in workflow/rules/, with its caption from workflow/report/, and each job's runtime.
+report: venv
+	$(BIN)/snakemake --profile profiles/local --report results/report.html
 
 tables: venv
 	$(BIN)/snakemake --cores $(CORES) --profile profiles/local tables

@@ -7,40 +7,58 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import io
 import sys
 
 from mapbench.errors import UserError
 
+# In the order of a run: data and priors, solving, evaluation, reports; then the utilities.
 COMMANDS = [
-    "list_names",
-    "fit_prior",
-    "solve",
-    "oracle_report",
-    "oracle",
-    "aggregate",
-    "tables",
-    "plots",
-    "figures",
-    "fetch_weights",
-    "evaluate",
     "fetch_data",
+    "fit_prior",
     "train_denoiser",
     "distill_consistency",
     "sample_prior",
+    "oracle",
+    "solve",
+    "fetch_weights",
+    "evaluate",
+    "select",
+    "aggregate",
+    "tables",
+    "claims",
+    "plots",
+    "figures",
+    "oracle_report",
     "check",
+    "list_names",
 ]
+
+DESCRIPTION = """\
+mapbench benchmarks diffusion-prior solvers for linear inverse problems (inpainting,
+super-resolution): MAP-GA and its variants, PGDM, DPS and the other solvers that `mapbench list
+solvers` shows with their papers and costs, on a Gaussian-mixture prior whose exact posterior
+scores every output (the oracle) and on learned network priors.
+
+The Snakemake workflow runs these commands for every job of a config (`make run`, or
+`snakemake --cores 2`); each also runs by hand. `mapbench COMMAND --help` shows a command's
+options."""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mapbench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="mapbench", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--debug", action="store_true", help="show tracebacks for user errors")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, title="commands",
+                                metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module(f"mapbench.commands.{name}").register(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    if isinstance(sys.stdout, io.TextIOWrapper):  # a job's log shows each line as it is printed
+        sys.stdout.reconfigure(line_buffering=True)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

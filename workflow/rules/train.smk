@@ -85,8 +85,14 @@ rule sample_prior:
     input:
         unpack(sample_inputs),
     output:
-        grid=f"{SAMPLES}.png",
-        json=f"{SAMPLES}.json",
+        grid=report(f"{SAMPLES}.png", caption="../report/samples.rst", category="Learned prior",
+                    subcategory="{prior}",
+                    labels=lambda w, output: {"file": "samples.png", "prior": w.prior,
+                                               "FID": fid_summary(output.json)}),
+        json=report(f"{SAMPLES}.json", caption="../report/samples.rst", category="Learned prior",
+                    subcategory="{prior}",
+                    labels=lambda w, output: {"file": "samples.json", "prior": w.prior,
+                                               "FID": fid_summary(output.json)}),
     params:
         mb=MAPBENCH,
         n=config["train"]["sample"]["n_samples"],
