@@ -30,6 +30,7 @@ def run(args) -> int:
         x_map, logp = exact_map(prior, op, y, args.sigma_y)
         maps.append(x_map)
         logps.append(logp)
+        print(f"exact MAPs of images {lo}-{lo + len(y) - 1} of {len(x0)}", flush=True)
     with atomic_path(args.out) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, x_map=torch.cat(maps).numpy(), logp_map=torch.cat(logps).numpy(),
