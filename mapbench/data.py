@@ -3,6 +3,15 @@
 A dataset file holds ``train`` and ``test`` uint8 arrays of shape ``[N, C, H, W]`` (and, when
 known, ``train_labels`` / ``test_labels``), plus a ``source`` string. Building one from the IDX
 files of (Fashion-)MNIST pads the 28x28 images with two black pixels to 32x32.
+
+Splits of a benchmark run (:func:`split_ids`): the *validation* images, on which every setting is
+chosen, are the first ``n_val`` images of the file's ``test`` array; the *test* images, from which
+every reported number comes, are the next ``n_images``. An image's id is its index in the ``test``
+array (``f"{i:05d}"``), so the ids of the two splits never collide and an image's measurement
+noise (seeded by its id) is the same whichever split it is in. Priors are fitted or trained on the
+``train`` array only (for Fashion-MNIST: its train set; ``test`` is drawn from t10k), and
+:func:`check_disjoint` refuses a run whose validation or test images have a byte-identical copy
+in ``train``.
 """
 from __future__ import annotations
 
@@ -93,6 +102,41 @@ def load_split(path: str | Path, split: str = "test", limit: int | None = None) 
     if limit is not None:
         images = images[:limit]
     return from_uint8(images)
+
+
+def split_ids(split: str, n_val: int, n_images: int) -> list[str]:
+    """The image ids of a split: ``val`` = test-array indices [0, n_val), ``test`` = [n_val,
+    n_val + n_images)."""
+    if split == "val":
+        first, n = 0, n_val
+    elif split == "test":
+        first, n = n_val, n_images
+    else:
+        raise UserError(f"split must be 'val' or 'test', got {split!r}")
+    return [f"{i:05d}" for i in range(first, first + n)]
+
+
+def load_ids(path: str | Path, ids: list[str]):
+    """The test-array images and labels (None when the file has none) of these ids."""
+    index = [int(i) for i in ids]
+    x = load_split(path, "test", max(index, default=-1) + 1)
+    if len(x) <= max(index, default=-1):
+        raise UserError(f"{path}: the splits need {max(index) + 1} test images, the file has {len(x)} "
+                        "(lower datasets.<name>.n_val or n_images)")
+    labels = load_labels(path, "test")
+    return x[index], None if labels is None else labels[index]
+
+
+def check_disjoint(path: str | Path, ids: list[str]) -> None:
+    """Refuse images (by test-array id) that have a byte-identical copy in the file's ``train``
+    array, the images priors are fitted and trained on."""
+    with np.load(path, allow_pickle=False) as f:
+        train, test = f["train"], f["test"]
+    seen = {img.tobytes() for img in train}
+    shared = [i for i in ids if test[int(i)].tobytes() in seen]
+    if shared:
+        raise UserError(f"{path}: test-array images {shared[:5]} are also in the train array "
+                        "(the prior's fit set); validation and test images must be unseen")
 
 
 def load_labels(path: str | Path, split: str = "test", limit: int | None = None):

@@ -1,8 +1,8 @@
 """Figures like the MAP-GA paper's: the six masks on one image (Fig. 1) and restored-image grids
 (Figs. 2 and 3: original, observed, then one column per solver, one row per task).
 
-Each solver is shown at its best budget by the tables' selection metric (``tables.select_by``,
-else the first of ``tables.metrics``, else PSNR), as in the tables. Missing pixels of a mask's
+Each solver is shown at the setting its cell ran on the test images (the chosen one,
+``mapbench.summarise.reported_rows``), as in the tables. Missing pixels of a mask's
 observed image are drawn in a flat blue so they cannot be mistaken for dark image content; a
 blurred measurement is shown as it is, a low-resolution one upsampled (nearest).
 """
@@ -20,7 +20,9 @@ import pandas as pd  # noqa: E402
 
 from mapbench.errors import UserError  # noqa: E402
 from mapbench.io import atomic_path  # noqa: E402
-from mapbench.tables import GROUP, Options, choose_budgets, summarise  # noqa: E402
+from mapbench.select import CELL  # noqa: E402
+from mapbench.summarise import reported_rows  # noqa: E402
+from mapbench.tables import Options  # noqa: E402
 
 MISSING_RGB = np.array([0.30, 0.42, 0.75])
 
@@ -40,6 +42,8 @@ def index_images(paths) -> dict[tuple, Path]:
     for path in paths:
         with np.load(path, allow_pickle=False) as f:
             key = json.loads(str(f["key"]))
+        if key.get("split", "test") != "test":
+            continue
         index[(key["dataset"], key["prior"], key["task"], float(key["sigma_y"]), key["start"],
                key["solver"], int(key["steps"]), int(key["iters"]))] = Path(path)
     return index
@@ -93,14 +97,14 @@ def masks_figure(img: np.ndarray, tasks: list[str], out: str | Path) -> None:
     _save(fig, out)
 
 
-def best_budgets(df: pd.DataFrame | None, opts: Options) -> dict[tuple, tuple[int, int]]:
-    """GROUP key -> (steps, iters) chosen as in the tables."""
+def chosen_budgets(df: pd.DataFrame | None,
+                   choices: pd.DataFrame | None = None) -> dict[tuple, tuple[int, int]]:
+    """CELL key -> (steps, iters) of the setting the cell ran on its test images, as in the tables."""
     if df is None or df.empty:
         return {}
-    metrics = list(dict.fromkeys([*opts.metrics, "psnr"]))
-    chosen = choose_budgets(summarise(df, opts), opts, metrics)
-    return {tuple(r[k] for k in GROUP): (int(r["steps"]), int(r["iters"]))
-            for _, r in chosen.iterrows()}
+    runs = reported_rows(df, choices)[CELL + ["steps", "iters"]].drop_duplicates()
+    return {tuple(r[:len(CELL)]): (int(r[-2]), int(r[-1]))
+            for r in runs.itertuples(index=False, name=None)}
 
 
 def restored_figure(index: dict, budgets: dict, reference: dict, spec: dict, opts: Options,
@@ -149,7 +153,8 @@ def restored_figure(index: dict, budgets: dict, reference: dict, spec: dict, opt
     _save(fig, out)
 
 
-def write_all(df: pd.DataFrame | None, image_paths, options: dict, out_dir: str | Path) -> list[Path]:
+def write_all(df: pd.DataFrame | None, image_paths, options: dict, out_dir: str | Path,
+              choices: pd.DataFrame | None = None) -> list[Path]:
     """masks.png, restored_noiseless.png, restored_noisy.png."""
     from mapbench.data import load_split, to_uint8
 
@@ -173,7 +178,7 @@ def write_all(df: pd.DataFrame | None, image_paths, options: dict, out_dir: str 
     tasks = opts.tasks or ["box50", "half", "expand", "box25", "sr2x", "altlines"]
     masks_figure(first[i], tasks, out_dir / "masks.png")
     index = index_images(image_paths)
-    budgets = best_budgets(df, opts)
+    budgets = chosen_budgets(df, choices)
     seed = int(options.get("seed", 0))
     restored_figure(index, budgets, reference, figs["noiseless"], opts, i,
                     out_dir / "restored_noiseless.png", seed)

@@ -1,8 +1,12 @@
 """Parquet shards: one file per job, tidy rows, provenance in the file's key-value metadata.
 
-Columns (``COLUMNS``): dataset, prior, task, sigma_y, solver, steps, iters, start, seed, image_id,
-metric, value, status. ``status`` is "ok" or names what went wrong for that image (e.g.
-"nonfinite"); set-level metrics (FID) have an empty ``image_id``.
+Columns (``COLUMNS``): dataset, prior, task, sigma_y, solver, steps, iters, start, split, setting,
+seed, image_id, metric, value, status. ``split`` is ``val`` (the images settings are chosen on) or
+``test`` (the images every reported number comes from); ``setting`` names the point of the
+solver's search space (``s{steps}_i{iters}`` and its grid hyper-parameters, see
+``mapbench.select``). ``status`` is "ok" or names what went wrong for that image (e.g.
+"nonfinite"); set-level metrics (FID) have an empty ``image_id``. Per-image cost rows of a solve
+shard: ``nfe``, ``vjp``, ``cost`` (``nfe + vjp_weight * vjp``) and ``seconds``.
 """
 from __future__ import annotations
 
@@ -22,12 +26,14 @@ from mapbench.io import atomic_path
 SCHEMA = pa.schema([
     ("dataset", pa.string()), ("prior", pa.string()), ("task", pa.string()),
     ("sigma_y", pa.float64()), ("solver", pa.string()), ("steps", pa.int64()),
-    ("iters", pa.int64()), ("start", pa.string()), ("seed", pa.int64()),
+    ("iters", pa.int64()), ("start", pa.string()), ("split", pa.string()),
+    ("setting", pa.string()), ("seed", pa.int64()),
     ("image_id", pa.string()), ("metric", pa.string()), ("value", pa.float64()),
     ("status", pa.string()),
 ])
 COLUMNS = SCHEMA.names
-KEY = ["dataset", "prior", "task", "sigma_y", "solver", "steps", "iters", "start"]
+KEY = ["dataset", "prior", "task", "sigma_y", "solver", "steps", "iters", "start", "split", "setting"]
+SPLITS = ("val", "test")
 
 
 def provenance(**extra) -> dict[str, str]:
@@ -45,8 +51,23 @@ def provenance(**extra) -> dict[str, str]:
     return meta
 
 
+def with_defaults(rows: pd.DataFrame) -> pd.DataFrame:
+    """Rows of the contract before splits (no ``split`` / ``setting``): a test shard at its budget."""
+    if "split" not in rows.columns:
+        rows = rows.assign(split="test")
+    if "setting" not in rows.columns and {"steps", "iters"} <= set(rows.columns):
+        from mapbench.select import setting_name
+        rows = rows.assign(setting=[setting_name(s, i) for s, i in zip(rows["steps"], rows["iters"])])
+    return rows
+
+
 def write(rows: pd.DataFrame, path: str | Path, meta: dict[str, str]) -> Path:
-    """Write ``rows`` (the ``COLUMNS``) as a Parquet shard atomically, ``meta`` as metadata."""
+    """Write ``rows`` (the ``COLUMNS``; ``split`` and ``setting`` default as in
+    :func:`with_defaults`) as a Parquet shard atomically, ``meta`` as metadata."""
+    rows = with_defaults(rows)
+    bad = sorted(set(rows["split"]) - set(SPLITS))
+    if bad:
+        raise ValueError(f"shard rows have split {bad}, expected one of {SPLITS}")
     missing = [c for c in COLUMNS if c not in rows.columns]
     if missing:
         raise ValueError(f"shard rows lack columns {missing}")

@@ -1,8 +1,12 @@
-"""The Snakemake workflow: config validation, dry runs (default, paper), a tiny real run, re-running
-only what a deleted shard needs, `snakemake tables`, and adding a solver (Python or a rule)."""
+"""The Snakemake workflow: config validation, dry runs (default, paper), a tiny real run, the
+tuning protocol (a search on validation images, the selection, test runs of the chosen settings),
+re-running only what a deleted shard needs, `snakemake tables`, and adding a solver (Python or a
+rule)."""
 from __future__ import annotations
 
+import json
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -44,18 +48,19 @@ def job_counts(output: str) -> dict[str, int]:
 
 def tiny_config(**overrides) -> dict:
     config = {
-        "datasets": {"fm": {"path": str(DATA), "n_images": 2}},
+        "datasets": {"fm": {"path": str(DATA), "n_val": 2, "n_images": 2}},
         "priors": {"gmm": {"kind": "gmm", "components": 2, "rank": 2, "seed": 0, "limit": 300,
                            "iters": 2, "ode_steps": 8}},
         "tasks": ["box50"],
         "sigma_y": [0.0, 0.1],
-        "solvers": {
-            "map_ga": {"budgets": [[2, 1]], "sigma_y": [0.0], "starts": ["noise", "warm"]},
-            "pgdm": {"budgets": [[2, 1]]},
+        "solvers": {   # costs per image: map_ga 10, 9; pgdm 6, 9, 12 (over the cap)
+            "map_ga": {"budgets": [[2, 1], [1, 2]], "sigma_y": [0.0], "starts": ["noise", "warm"]},
+            "pgdm": {"budgets": [[2, 1], [3, 1], [4, 1]]},
             "pinv": {"rule": "pinv.smk", "budgets": [[1, 1]]},  # a solver as a rule
         },
+        "cost": {"cap": 10},
         "evaluate": {"enabled": False},
-        "batch": "group",  # as the default config: one solve process per (task, sigma_y, start)
+        "batch": "group",  # one solve process per (task, sigma_y, start) and split
         "tables": {"metrics": ["psnr", "logpost_gap"], "bootstrap_resamples": 50},
         "plots": {"metrics": ["psnr"]},
         "figures": {"noiseless": {"tasks": ["box50"], "solvers": ["map_ga", "pgdm", "pinv"]},
@@ -87,35 +92,57 @@ def test_default_config_runs_every_registered_solver_and_the_papers_masks():
     assert {0.0, 0.1} <= set(config["sigma_y"])
 
 
-def test_default_dry_run_lists_every_job():
-    """Every batch mode plans every shard key: per job, or in one solve process per group, task
-    or prior (a prior's own `batch` wins over the top-level one), and evaluate per group or task."""
-    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
-    keys, jobs = set(), {}
+def default_plan(config: dict) -> dict:
+    """From the default config alone: (prior, task, sigma_y, start, solver) -> the settings its
+    search runs (within cost.cap, as counted by mapbench.select)."""
+    from mapbench.select import counted_cost, search_space
+    search = {}
     for prior, p in config["priors"].items():
         for name, s in config["solvers"].items():
             if name not in p.get("solvers", [name]):
                 continue
             for sigma in s.get("sigma_y", config["sigma_y"]):
-                starts = [st for st in s.get("starts", ["noise"]) if st == "noise" or sigma == 0]
-                tasks = p.get("tasks", config["tasks"])
-                jobs[prior] = jobs.get(prior, 0) + len(tasks) * len(starts) * len(s["budgets"])
-                keys |= {(prior, t, sigma, st) for t in tasks for st in starts}
+                for start in [st for st in s.get("starts", ["noise"]) if st == "noise" or sigma == 0]:
+                    for task in p.get("tasks", config["tasks"]):
+                        search[(prior, task, sigma, start, name)] = [
+                            x.name for x in search_space(s) if counted_cost(
+                                name, x, sigma, start, config["cost"]["vjp_weight"]) <= config["cost"]["cap"]]
+    return search
+
+
+def test_default_dry_run_lists_the_search_the_selection_and_the_test_runs(tmp_path):
+    """`snakemake -n` on the default config, from a fresh directory: the validation search (every
+    setting within the cost cap, in one process per batch group), the selection, and a test run of
+    every cell (planned from the first setting until the selection has run), in every batch mode;
+    evaluate per group and split (the validation images only where LPIPS selects)."""
+    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    search = default_plan(config)
+    assert all(search.values())
     name = {"group": lambda p, t, sy, st: "_".join([p, t, repr(float(sy)).replace(".", "_"), st]),
             "task": lambda p, t, sy, st: f"{p}_{t}", "prior": lambda p, t, sy, st: p}
+    for shipped in ("data", "checkpoints"):   # a fresh clone: no results yet
+        (tmp_path / shipped).symlink_to(ROOT / shipped)
     for mode in ("job", "group", "task", "prior"):
-        r = snakemake("-n", "--config", f"batch={mode}", cwd=ROOT)
-        assert r.returncode == 0, r.stderr
+        r = snakemake("-n", "--configfile", str(ROOT / "config" / "config.yaml"),
+                      "--config", f"batch={mode}", cwd=tmp_path)
+        assert r.returncode == 0, r.stderr[-3000:]
         counts = job_counts(r.stdout + r.stderr)
-        modes = {p: config["priors"][p].get("batch", mode) for p in jobs}
-        assert counts.get("solve", 0) == sum(n for p, n in jobs.items() if modes[p] == "job")
-        assert sorted(n for n in counts if n.startswith("solve_group_")) == sorted(
-            {f"solve_group_fashion_mnist_{name[modes[k[0]]](*k)}" for k in keys if modes[k[0]] != "job"})
-        assert all(counts[n] == 1 for n in counts if n.startswith("solve_group_"))
+        modes = {p: config["priors"][p].get("batch", mode) for p in config["priors"]}
+        per_job = {k: v for k, v in search.items() if modes[k[0]] == "job"}
+        assert counts.get("solve", 0) == sum(len(v) + 1 for v in per_job.values())
+        for split in ("val", "test"):
+            assert sorted(n for n in counts if n.startswith(f"solve_{split}_")) == sorted(
+                {f"solve_{split}_fashion_mnist_{name[modes[k[0]]](*k[:4])}"
+                 for k in search if modes[k[0]] != "job"})
+            assert all(counts[n] == 1 for n in counts if n.startswith(f"solve_{split}_"))
         per_task = mode in ("task", "prior")
-        assert counts["evaluate"] == len({k[:2] if per_task else k for k in keys})
-        for rule in ("aggregate_metrics", "make_tables", "make_plots", "make_figures", "all"):
+        groups = {k[:2] if per_task else k[:4] for k in search}
+        val_groups = {g for g in groups if config["priors"][g[0]]["kind"] != "gmm"}
+        assert counts["evaluate"] == len(groups) + len(val_groups)
+        for rule in ("aggregate_val", "select", "aggregate_metrics", "make_tables", "make_plots",
+                     "make_figures", "all"):
             assert counts[rule] == 1
+        assert "results/selection/choices.parquet" in r.stdout + r.stderr
 
 
 PAPER_REGISTER = ("import mapbench.priors as p\n"
@@ -123,15 +150,18 @@ PAPER_REGISTER = ("import mapbench.priors as p\n"
 
 
 def test_paper_dry_run_lists_the_grid_without_the_files(tmp_path):
-    """config/paper.yaml: 798 solve jobs and 30 evaluate jobs (config/README.md), with the dataset
-    and checkpoints absent; each missing file is one require_file job."""
+    """config/paper.yaml (no cost cap: the paper's grid): 798 validation runs and a test run per
+    cell (114), evaluate per (mask, sigma_y, start) and split (LPIPS selects on the checkpoint
+    prior), with the dataset and checkpoints absent; each missing file is one require_file job."""
     r = snakemake("-n", "--configfile", str(ROOT / "config" / "paper.yaml"), cwd=tmp_path,
                   register=PAPER_REGISTER)
     assert r.returncode == 0, r.stderr[-3000:]
     counts = job_counts(r.stdout + r.stderr)
-    assert counts["solve"] == 4 * 6 * 7 * 2 + 2 * 6 * 3 * 7 + 6 * 7 * (4 + 1) == 798
-    assert counts["evaluate"] == 6 * 5 == 30
-    assert counts["require_file"] == 3 and counts["prior_spec"] == 1
+    val = 4 * 6 * 7 * 2 + 2 * 6 * 3 * 7 + 6 * 7 * (4 + 1)
+    cells = 4 * 6 * 2 + 2 * 6 * 3 + 6 * (4 + 1)
+    assert counts["solve"] == val + cells == 798 + 114
+    assert counts["evaluate"] == 2 * 6 * 5 == 60
+    assert counts["require_file"] == 3 and counts["prior_spec"] == 1 and counts["select"] == 1
 
 
 @pytest.mark.parametrize("change, named", [
@@ -143,6 +173,10 @@ def test_paper_dry_run_lists_the_grid_without_the_files(tmp_path):
     ({"solvers": {"pgdm": {"budgets": [[0, 1]]}}}, "less than the minimum"),
     ({"priors": {"g": {"kind": "gmm", "tasks": ["half"]}}}, "priors.g.tasks"),
     ({"priors": {"g": {"kind": "gmm", "solvers": ["dps"]}}}, "priors.g.solvers"),
+    ({"solvers": {"pgdm": {"budgets": [[2, 1]], "grid": {"zetta": [1]}}}}, "solvers.pgdm: solver pgdm: unknown hyper-parameter 'zetta'"),
+    ({"cost": {"cap": 5}}, "solvers.map_ga: every setting costs more than cost.cap 5"),
+    ({"select": {"metric": "fid"}}, "select.metric: fid is a set-level metric"),
+    ({"select": {"metric": "lpips"}}, "which `evaluate` does not compute"),
 ])
 def test_bad_config_fails_before_any_job_naming_the_value(tmp_path, change, named):
     config = write_config(tmp_path, tiny_config(**change))
@@ -155,7 +189,7 @@ def test_bad_config_fails_before_any_job_naming_the_value(tmp_path, change, name
 def test_python_solver_is_picked_up_without_editing_a_rule(tmp_path):
     """Adding a Python solver = one registry entry + one config block: its jobs appear."""
     config = tiny_config(batch="job")
-    config["solvers"]["my_solver"] = {"budgets": [[4, 2]], "sigma_y": [0.1]}
+    config["solvers"]["my_solver"] = {"budgets": [[2, 1]], "sigma_y": [0.1]}
     path = write_config(tmp_path, config)
     r = snakemake("-n", "--configfile", str(path), cwd=tmp_path)
     assert r.returncode != 0 and "my_solver" in r.stdout + r.stderr  # not registered: refused
@@ -163,12 +197,15 @@ def test_python_solver_is_picked_up_without_editing_a_rule(tmp_path):
                 "s.SOLVERS['my_solver'] = s.Solver(s.SOLVERS['map_ga'].fn, {'use_prior': False})\n")
     r = snakemake("-n", "--configfile", str(path), cwd=tmp_path, register=register)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "results/shards/solve/fm/gmm/box50/sy0.1/noise/my_solver/s4_i2.parquet" in r.stdout + r.stderr
-    assert job_counts(r.stdout + r.stderr)["solve"] == 2 + 2 + 1  # map_ga 2, pgdm 2, my_solver 1
+    assert "results/shards/solve/fm/gmm/box50/sy0.1/noise/my_solver/val/s2_i1.parquet" in r.stdout + r.stderr
+    # validation: map_ga 2 x 2, pgdm 2 x 2 (not s4_i1: over the cap), my_solver 1; a test run per cell
+    assert job_counts(r.stdout + r.stderr)["solve"] == (4 + 4 + 1) + (2 + 2 + 1)
+    assert "pgdm/val/s4_i1" not in r.stdout + r.stderr
 
 
 def test_missing_user_file_dry_runs_then_fails_naming_it(tmp_path):
-    config = tiny_config(datasets={"fm": {"path": str(tmp_path / "nowhere.npz"), "n_images": 2}})
+    config = tiny_config(datasets={"fm": {"path": str(tmp_path / "nowhere.npz"), "n_val": 2,
+                                          "n_images": 2}})
     path = write_config(tmp_path, config)
     r = snakemake("-n", "--configfile", str(path), cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -193,22 +230,37 @@ def tiny_run(tmp_path_factory):
     return work, path
 
 
+def solve_files(results: Path, split: str) -> dict[Path, int]:
+    """The solve shards of a split (``.../{solver}/{split}/*.parquet``) -> their mtimes."""
+    return {p: p.stat().st_mtime_ns for p in (results / "shards" / "solve").rglob(f"{split}/*.parquet")}
+
+
 @pytest.mark.slow
 def test_tiny_run_writes_every_output(tiny_run):
     work, _ = tiny_run
     results = work / "results"
     for name in ("table1_noiseless", "table2_warmstart", "table3_noisy", "ablation", "oracle"):
         assert (results / "tables" / f"{name}.tex").stat().st_size > 0
-    for name in ("ablation_psnr.png", "ablation_psnr.pdf", "masks.png", "restored_noiseless.png",
-                 "restored_noisy.png"):
+    for name in ("ablation_psnr.png", "ablation_psnr.pdf", "pareto_psnr.png", "pareto_psnr.pdf",
+                 "masks.png", "restored_noiseless.png", "restored_noisy.png"):
         assert (results / "plots" / name).stat().st_size > 0
+    for ext in ("parquet", "json", "md"):
+        assert (results / "selection" / f"choices.{ext}").stat().st_size > 0
     metrics = pd.read_parquet(results / "metrics.parquet")
     assert set(metrics["solver"]) == {"map_ga", "pgdm", "pinv"}
-    assert {"psnr", "logpost_gap", "logpost_gap_gt", "map_rmse", "nfe", "seconds"} <= set(metrics["metric"])
-    assert len(list((results / "shards" / "solve").rglob("*.parquet"))) == 6  # map_ga 2, pgdm 2, pinv 2
-    assert len(list((results / "logs" / "solve_group").rglob("*.log"))) == 3  # (0, noise/warm), (0.1, noise)
-    assert len(list((results / "logs" / "solve").rglob("*.log"))) == 2  # the rule solver, per key
-    assert len(list((results / "benchmarks").rglob("*.tsv"))) == 3 + 2 + 2 + 1  # + oracle 2, fit_prior
+    assert {"psnr", "logpost_gap", "logpost_gap_gt", "map_rmse", "nfe", "vjp", "cost",
+            "seconds"} <= set(metrics["metric"])
+    # the search: map_ga 2 cells x 2 settings, pgdm 2 x 2 (s4_i1 is over the cap), pinv 2 x 1;
+    # then one test run per cell (map_ga 2, pgdm 2, pinv 2)
+    assert len(solve_files(results, "val")) == 4 + 4 + 2 and len(solve_files(results, "test")) == 6
+    assert not list(results.rglob("s4_i1*"))
+    ids = metrics.groupby("split")["image_id"].unique()
+    assert sorted(ids["val"]) == ["00000", "00001"] and sorted(ids["test"]) == ["00002", "00003"]
+    # one process per (sigma_y, start) group and split; the rule solver one job per run
+    assert len(list((results / "logs" / "solve_val").rglob("*.log"))) == 3
+    assert len(list((results / "logs" / "solve_test").rglob("*.log"))) == 3
+    assert len(list((results / "logs" / "solve").rglob("*.log"))) == 4
+    assert len(list((results / "benchmarks").rglob("*.tsv"))) == 3 + 3 + 4 + 2 + 1  # + oracle, fit_prior
     # the rule solver's rows reach the tables
     t1 = (results / "tables" / "table1_noiseless.tex").read_text()
     assert r"$H^+ y$" in t1 and "MAP-GA" in t1 and "PGDM" in t1
@@ -217,42 +269,110 @@ def test_tiny_run_writes_every_output(tiny_run):
 
 
 @pytest.mark.slow
-def test_batch_task_writes_the_shards_of_batch_group(tiny_run, tmp_path):
-    """`batch: task` (the default config's: one process for the whole task, every sigma_y and
-    start) writes the shards `batch: group` wrote, value for value, from one solve process."""
-    from mapbench import shards
+def test_the_test_runs_are_the_chosen_settings(tiny_run):
+    """Each cell's test rows come from the setting choices.parquet names for it (its steps,
+    iters and hyper-parameters), and that choice is the best validation mean of its metric."""
+    from mapbench import select, shards
     work, _ = tiny_run
-    made = sorted(p.relative_to(work) for p in (work / "results" / "shards" / "solve").rglob("*.parquet"))
-    path = write_config(tmp_path, tiny_config(batch="task"))
-    r = snakemake(*map(str, made), "--cores", "2", "--configfile", str(path), cwd=tmp_path)
+    results = work / "results"
+    choices = select.read_choices(results / "selection" / "choices.parquet")
+    assert len(choices) == 2 + 2 + 2 and set(choices["n_val"]) == {2}
+    metrics = pd.read_parquet(results / "metrics.parquet")
+    test = metrics[metrics.split == "test"]
+    ran = test.groupby(select.CELL)[["setting", "steps", "iters"]].agg(set)
+    for c in choices.itertuples(index=False):
+        key = tuple(getattr(c, k) for k in select.CELL)
+        assert ran.loc[key].tolist() == [{c.setting}, {c.steps}, {c.iters}], key
+        shard = test[(test[select.CELL] == pd.Series(key, select.CELL)).all(axis=1)]["shard"].iloc[0]
+        meta = shards.metadata(work / shard)
+        assert json.loads(meta.get("hp", "{}")) == json.loads(c.hp)
+        assert json.loads(meta["key"])["setting"] == c.setting
+        val = metrics[(metrics.split == "val") & (metrics.metric == c.metric)
+                      & (metrics[select.CELL] == pd.Series(key, select.CELL)).all(axis=1)]
+        means = val.groupby("setting")["value"].mean()
+        assert means.idxmin() == c.setting and means.min() == pytest.approx(c.val_mean)
+
+
+@pytest.mark.slow
+def test_a_test_result_cannot_reach_the_selection(tiny_run):
+    """The selection does not read test shards: a changed test result re-runs the reports only."""
+    from mapbench import shards
+    work, path = tiny_run
+    shard = next(iter(solve_files(work / "results", "test")))
+    df = shards.read(shard)
+    shards.write(df.assign(value=df["value"] * 0 - 1e9), shard, shards.metadata(shard))
+    r = snakemake("-n", "--configfile", str(path), cwd=work)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert job_counts(r.stdout + r.stderr)["solve_group_fm_gmm_box50"] == 1
+    assert job_counts(r.stdout + r.stderr) == {"aggregate_metrics": 1, "make_tables": 1,
+                                               "make_plots": 1, "make_figures": 1, "all": 1}
+
+
+@pytest.mark.slow
+def test_batch_task_writes_the_shards_of_batch_group(tiny_run, tmp_path):
+    """`batch: task` (one process for the whole task, every sigma_y and start) writes the
+    validation shards `batch: group` wrote, value for value, from one solve process, and so
+    makes the same choices."""
+    from mapbench import select, shards
+    work, _ = tiny_run
+    made = sorted(p.relative_to(work) for p in solve_files(work / "results", "val"))
+    path = write_config(tmp_path, tiny_config(batch="task"))
+    r = snakemake(*map(str, made), "results/selection/choices.parquet", "--cores", "2",
+                  "--configfile", str(path), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert job_counts(r.stdout + r.stderr)["solve_val_fm_gmm_box50"] == 1
     for shard in made:
         a, b = (shards.read(root / shard) for root in (work, tmp_path))
         a, b = (df[df.metric != "seconds"].sort_values(["image_id", "metric"]).reset_index(drop=True)
                 for df in (a, b))
         pd.testing.assert_frame_equal(a.drop(columns="value"), b.drop(columns="value"))
         np.testing.assert_array_equal(a.value[a.metric != "peak_mem_mb"], b.value[b.metric != "peak_mem_mb"])
+    a, b = (select.read_choices(root / "results/selection/choices.parquet") for root in (work, tmp_path))
+    pd.testing.assert_frame_equal(a.drop(columns="cost"), b.drop(columns="cost"))
 
 
 @pytest.mark.slow
-def test_deleting_a_shard_reruns_only_that_job_and_its_downstream(tiny_run):
+def test_deleting_a_validation_shard_reruns_it_the_selection_and_only_the_changed_test_runs(tiny_run):
+    """Two validation shards change: one of the (sigma_y 0.1) group is deleted (its re-run gives
+    the same values, so no choice changes) and, in the (sigma_y 0, noise) group, PGDM's chosen
+    setting is made to look worst. The re-run runs the deleted shard's process, the selection,
+    and the test process of the (sigma_y 0, noise) group alone, whose PGDM choice changed."""
+    from mapbench import select, shards
     work, path = tiny_run
     results = work / "results"
-    shard = results / "shards/solve/fm/gmm/box50/sy0.1/noise/pgdm/s2_i1.parquet"
-    others = {p: p.stat().st_mtime_ns for p in (results / "shards").rglob("*.parquet") if p != shard}
-    shard.unlink()
+    before = select.read_choices(results / "selection" / "choices.parquet")
+    pgdm = before[(before.solver == "pgdm") & (before.sigma_y == 0.0)].iloc[0]
+    worse = results / f"shards/solve/fm/gmm/box50/sy0.0/noise/pgdm/val/{pgdm.setting}.parquet"
+    df = shards.read(worse)   # a far lower log-posterior (aggregation recomputes gaps from it)
+    df.loc[df.metric == "logpost", "value"] -= 1e9
+    df.loc[df.metric == "logpost_gap", "value"] += 1e9
+    shards.write(df, worse, shards.metadata(worse))
+    deleted = results / "shards/solve/fm/gmm/box50/sy0.1/noise/pgdm/val/s2_i1.parquet"
+    deleted.unlink()
+    val, test = solve_files(results, "val"), solve_files(results, "test")
     r = snakemake("-n", "--configfile", str(path), cwd=work)
-    assert r.returncode == 0, r.stderr
-    # the job that wrote it (its group holds this one key) and the report rules after it
-    assert job_counts(r.stdout + r.stderr) == {"solve_group_fm_gmm_box50_0_1_noise": 1,
+    assert r.returncode == 0, r.stderr[-3000:]
+    # planned before the selection runs again: the test runs follow its choices once it has
+    assert job_counts(r.stdout + r.stderr) == {"solve_val_fm_gmm_box50_0_1_noise": 1,
+                                               "aggregate_val": 1, "select": 1,
                                                "aggregate_metrics": 1, "make_tables": 1,
                                                "make_plots": 1, "make_figures": 1, "all": 1}
-    assert f"output: {shard.relative_to(work)}" in r.stdout + r.stderr
     r = snakemake("--cores", "2", "--configfile", str(path), cwd=work)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert shard.is_file()
-    assert all(p.stat().st_mtime_ns == t for p, t in others.items())
+    after = select.read_choices(results / "selection" / "choices.parquet")
+    changed = before.setting != after.setting
+    assert changed.sum() == 1 and after[changed].iloc[0].solver == "pgdm"
+    # the deleted shard's process ran (the rest of the search did not); the tampered one stays
+    assert deleted.is_file() and shards.read(worse).value.max() > 1e8
+    assert all(p.stat().st_mtime_ns == t for p, t in val.items()
+               if "sy0.1/noise" not in str(p))
+    # the test process holding the changed choice ran (new files), and no other test run
+    assert all(p.stat().st_mtime_ns == t for p, t in test.items())
+    new = set(solve_files(results, "test")) - set(test)
+    assert {p.relative_to(results / "shards/solve/fm/gmm/box50").parts[:3] for p in new} == {
+        ("sy0.0", "noise", "map_ga"), ("sy0.0", "noise", "pgdm")}
+    metrics = pd.read_parquet(results / "metrics.parquet")
+    ran = metrics[(metrics.split == "test") & (metrics.solver == "pgdm") & (metrics.sigma_y == 0)]
+    assert set(ran.setting) == {after[changed].iloc[0].setting}
 
 
 @pytest.mark.slow
@@ -262,12 +382,12 @@ def test_tables_target_rebuilds_reports_from_present_shards(tiny_run):
     for p in (results / "tables").glob("*.tex"):
         p.unlink()
     (results / "plots" / "masks.png").unlink()
-    shard = results / "shards/solve/fm/gmm/box50/sy0.0/noise/map_ga/s2_i1.parquet"
-    shard.unlink()  # a missing shard is not re-run by `tables`
+    cell = results / "shards/solve/fm/gmm/box50/sy0.0/noise/map_ga"
+    shutil.rmtree(cell)  # missing shards are not re-run by `tables`
     r = snakemake("tables", "--cores", "1", "--configfile", str(path), cwd=work)
     assert r.returncode == 0, r.stderr[-3000:]
     assert job_counts(r.stderr + r.stdout) in ({"tables": 1}, {})
-    assert not shard.exists()
+    assert not cell.exists()
     assert (results / "tables" / "table1_noiseless.tex").is_file()
     assert (results / "plots" / "masks.png").is_file()
     metrics = pd.read_parquet(results / "metrics.parquet")

@@ -2,12 +2,18 @@
 
 Each ``--images`` file (written by ``mapbench solve``: uint8 ``images`` ``[N, C, H, W]``,
 ``image_ids``, ``key``) is compared with the test images of ``--data`` that have the same ids
-(image_id ``f"{i:05d}"`` is test image i). Per-image metrics (psnr, ssim, lpips, lpips_vgg; see
-``mapbench.metrics``) give one row per image; set-level metrics (fid, kid; see
-``mapbench.metrics.fid``) give one row with image_id "" plus a row ``fid_n``, the number of images
-behind them. Grayscale images are replicated to three channels for LPIPS and Inception.
+(image_id ``f"{i:05d}"`` is image i of the test array, which holds the validation and the test
+split; see ``mapbench.data.split_ids``). Each shard row keeps the images' split and setting.
+Per-image metrics (psnr, ssim, lpips, lpips_vgg; see
+``mapbench.metrics``) give one row per image. Set-level metrics (fid, kid; see
+``mapbench.metrics.fid``; asking for one computes both, from the same features) give one row each
+with image_id "", a row ``fid_n`` (the number of images behind them), and per image a row
+``fid_pv`` / ``kid_pv``, its pseudo-value: their mean is the set's value, their spread its
+standard error, their paired differences a paired comparison of two sets (``mapbench.summarise``).
+Grayscale images are replicated to three channels for LPIPS and Inception.
 
-The FID/KID reference is the dataset's whole test split (64 images in the default dataset).
+The FID/KID reference is the dataset's whole test array (64 images in the default dataset). The
+workflow asks for set-level metrics on test images only: nothing is chosen by them.
 FID on sets this small is strongly biased (the 2048-feature covariances are rank-deficient): it
 ranks sets of equal size, it is not comparable with published FIDs on 10k-50k images.
 
@@ -67,16 +73,20 @@ def per_image_rows(metric, name, x_hat, x, ids, device, batch_size: int = 64) ->
             for i, v in zip(ids, values.tolist())]
 
 
-def set_rows(names, feats, ref_feats) -> list[tuple]:
-    """("", metric, value, status) rows of the set-level metrics and ``fid_n``."""
-    from mapbench.metrics.fid import SET_METRICS
+def set_rows(feats, ref_feats, ids) -> list[tuple]:
+    """(image_id, metric, value, status) rows of every set-level metric: its value and ``fid_n``
+    (image_id ""), and each image's pseudo-value (``{metric}_pv``). Below 3 images a set-level
+    metric is NaN ("too_few_images") and has no pseudo-values."""
+    from mapbench.metrics.fid import PSEUDO_VALUES, SET_METRICS
     n = len(feats)
     rows = [("", "fid_n", float(n), "ok")]
-    for name in names:
-        if n < 2:
+    for name, metric in SET_METRICS.items():
+        if n < 3:
             rows.append(("", name, float("nan"), "too_few_images"))
-        else:
-            rows.append(("", name, SET_METRICS[name](feats, ref_feats), "ok"))
+            continue
+        rows.append(("", name, metric(feats, ref_feats), "ok"))
+        rows += [(i, f"{name}_pv", float(v), "ok")
+                 for i, v in zip(ids, PSEUDO_VALUES[name](feats, ref_feats))]
     return rows
 
 
@@ -102,7 +112,7 @@ def run(args) -> int:
         raise UserError(f"{data}: not a dataset .npz with a test split ({e})") from None
 
     per_image = {n: get(n, args.weights_dir) for n in names if n not in SET_METRICS}
-    set_level = [n for n in names if n in SET_METRICS]
+    set_level = any(n in SET_METRICS for n in names)
     if set_level:
         model_file = weights.path(fid.FILE, args.weights_dir)
         model = fid.load_inception(args.weights_dir, device)
@@ -116,12 +126,13 @@ def run(args) -> int:
         for name, metric in per_image.items():
             rows += per_image_rows(metric, name, x_hat, x, ids, device)
         if set_level:
-            rows += set_rows(set_level, fid.features(images, model), ref_feats)
+            rows += set_rows(fid.features(images, model), ref_feats, ids)
         frame = pd.DataFrame(rows, columns=["image_id", "metric", "value", "status"])
         for column in [*shards.KEY, "seed"]:
-            if column not in key:
+            if column in key:
+                frame[column] = key[column]
+            elif column not in ("split", "setting"):   # older images: shards.with_defaults
                 raise UserError(f"{path}: key lacks {column!r}")
-            frame[column] = key[column]
         frames.append(frame)
         print(f"{path}: {len(ids)} images, {', '.join(names)}")
 
@@ -144,7 +155,8 @@ def register(sub) -> None:
     p.add_argument("--out", nargs="+", required=True,
                    help="one shard .parquet per --images file, or a single shard for all of them")
     p.add_argument("--metrics", nargs="+", default=["psnr,ssim,lpips,fid"],
-                   help="comma- or space-separated names: psnr ssim lpips lpips_vgg fid kid")
+                   help="comma- or space-separated names: psnr ssim lpips lpips_vgg fid kid "
+                   "(fid or kid: both, with per-image pseudo-values)")
     p.add_argument("--weights-dir", default=None, help="weights cache (default: $MAPBENCH_WEIGHTS or "
                    "~/.cache/mapbench/weights; fill it with `mapbench fetch-weights`)")
     p.add_argument("--reference-cache", default=None,

@@ -20,7 +20,7 @@ def mean_ci(values, how: str) -> tuple[float, float, float]:
     """(mean, lo, hi) of the finite values, the interval as in the tables (95%)."""
     import numpy as np
 
-    from mapbench.tables import interval
+    from mapbench.summarise import interval
     v = np.asarray(values, dtype=float)
     v = v[np.isfinite(v)]
     mean = float(v.mean()) if len(v) else float("nan")

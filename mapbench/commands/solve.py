@@ -1,9 +1,13 @@
-"""``mapbench solve``: one solver on one prior / task / sigma_y / (steps, iters) over N images;
-writes a Parquet shard of per-image metrics and the restored images (both atomically)."""
+"""``mapbench solve``: one solver on one prior / task / sigma_y / setting over the images of one
+split (``val``: the first ``--n-val`` images of the dataset's test array; ``test``: the next
+``--n-images``; see ``mapbench.data.split_ids``); writes a Parquet shard of per-image metrics
+(quality, the oracle's, and the cost: ``nfe``, ``vjp``, ``cost = nfe + vjp_weight * vjp``,
+``seconds``) and the restored images (both atomically)."""
 from __future__ import annotations
 
 import json
 import re
+import sys
 
 import numpy as np
 import pandas as pd
@@ -44,16 +48,18 @@ def pick_device(name: str):
 
 
 RUN_FLAGS = ("solver", "steps", "iters", "out", "images_out")   # one run's own; the rest are shared
-RUN_DEFAULTS = ("task", "sigma_y", "start", "oracle_map")        # a run may override these flags
+RUN_DEFAULTS = ("task", "sigma_y", "start", "oracle_map", "split", "setting")  # a run may override these
 
 
 def runs_of(args) -> list[dict]:
     """The runs of this call: one from the flags, or several from ``--runs`` (a JSON list), which
     share the loaded data and prior. A run of ``--runs`` may give its own ``task``, ``sigma_y``,
-    ``start`` and ``oracle_map`` (else the flags'), so one process can serve a task or a prior."""
+    ``start``, ``oracle_map``, ``split`` and ``setting`` (else the flags'), so one process can serve
+    a task or a prior. ``setting`` defaults to ``s{steps}_i{iters}``."""
+    from mapbench.select import setting_name
     if args.runs:
         try:
-            runs = json.loads(args.runs)
+            runs = json.loads(sys.stdin.read() if args.runs == "-" else args.runs)
         except json.JSONDecodeError as e:
             raise UserError(f"--runs is not valid JSON ({e})") from None
         for r in runs:
@@ -68,6 +74,7 @@ def runs_of(args) -> list[dict]:
     for r in runs:
         for f in RUN_DEFAULTS:
             r.setdefault(f, getattr(args, f))
+        r["setting"] = r["setting"] or setting_name(int(r["steps"]), int(r["iters"]))
         if not r["task"]:
             raise UserError(f"give --task, or a task in every run of --runs (missing in {r!r})")
         try:
@@ -82,7 +89,7 @@ def run(args) -> int:
     import torch
 
     from mapbench.commands.oracle import load_map
-    from mapbench.data import load_labels, load_split
+    from mapbench.data import check_disjoint, load_ids, load_split, split_ids
     from mapbench.operators import get_operator
     from mapbench.priors import load_prior
     from mapbench.runner import Job
@@ -94,17 +101,24 @@ def run(args) -> int:
     for job in jobs:
         job.validate()
     device = pick_device(args.device)
-    x_all = load_split(args.data, "test", args.n_images)
-    labels = load_labels(args.data, "test", args.n_images)
-    ids = [f"{i:05d}" for i in range(len(x_all))]
-    ops = {task: get_operator(task, x_all.shape[-1]) for task in dict.fromkeys(j.task for j in jobs)}
+    n_images = args.n_images
+    if n_images is None:
+        n_images = len(load_split(args.data, "test")) - args.n_val
+    images = {}   # split -> (images, labels, ids), loaded once
+    for split in dict.fromkeys(r["split"] for r in runs):
+        ids = split_ids(split, args.n_val, n_images)
+        check_disjoint(args.data, ids)
+        images[split] = (*load_ids(args.data, ids), ids)
+    size = next(iter(images.values()))[0].shape[-1]
+    ops = {task: get_operator(task, size) for task in dict.fromkeys(j.task for j in jobs)}
     prior = load_prior(args.prior, args.prior_kind)
     oracle = args.oracle and args.prior_kind == "gmm"
-    maps = {}   # (oracle_map file, task, sigma_y) -> its exact MAPs, loaded once
+    maps = {}   # (oracle_map file, task, sigma_y, split) -> its exact MAPs, loaded once
     for job, r in zip(jobs, runs):
+        x_all, labels, ids = images[r["split"]]
         x_map = logp_map = None
         if oracle and r["oracle_map"]:
-            key = (r["oracle_map"], job.task, job.sigma_y)
+            key = (r["oracle_map"], job.task, job.sigma_y, r["split"])
             if key not in maps:
                 maps[key] = load_map(r["oracle_map"], ids, job.task, job.sigma_y, args.seed)
             x_map, logp_map = maps[key]
@@ -132,6 +146,7 @@ def solve_one(args, job, prior, op, x_all, labels, ids, device, oracle, x_map, l
                                    oracle=oracle,
                                    x_map=None if x_map is None else x_map[lo:hi].to(device),
                                    logp_map=None if logp_map is None else logp_map[lo:hi].to(device))
+        metrics["cost"] = metrics["nfe"] + args.vjp_weight * metrics["vjp"]
         finite = torch.isfinite(x_hat).flatten(1).all(1).cpu()
         outputs.append(x_hat.cpu())
         for name, values in metrics.items():
@@ -140,7 +155,7 @@ def solve_one(args, job, prior, op, x_all, labels, ids, device, oracle, x_map, l
 
     key = {"dataset": args.dataset, "prior": args.prior_name, "task": job.task,
            "sigma_y": job.sigma_y, "solver": job.solver, "steps": job.steps, "iters": job.iters,
-           "start": job.start, "seed": job.seed}
+           "start": job.start, "split": r["split"], "setting": r["setting"], "seed": job.seed}
     frame = pd.DataFrame(rows, columns=["image_id", "metric", "value", "status"])
     for column, value in key.items():
         frame[column] = value
@@ -153,13 +168,13 @@ def solve_one(args, job, prior, op, x_all, labels, ids, device, oracle, x_map, l
                                 image_ids=np.array(ids), key=np.array(json.dumps(key)))
     shards.write(frame, r["out"], meta)
     failed = int((frame.drop_duplicates("image_id").status != "ok").sum())
-    print(f"{job.solver} {job.task} sigma_y={job.sigma_y} ({job.steps},{job.iters}) {job.start}: "
+    print(f"{job.solver} {job.task} sigma_y={job.sigma_y} {r['setting']} {job.start} {r['split']}: "
           f"{len(ids)} images, {failed} non-finite -> {r['out']}", flush=True)
 
 
 def register(sub) -> None:
-    p = sub.add_parser("solve", help="run one solver over N images and write a shard")
-    p.add_argument("--data", required=True, help="dataset .npz (test split)")
+    p = sub.add_parser("solve", help="run one solver over the images of a split and write a shard")
+    p.add_argument("--data", required=True, help="dataset .npz (its test array holds both splits)")
     p.add_argument("--dataset", required=True, help="dataset name for the shard")
     p.add_argument("--prior", required=True, help="prior file")
     p.add_argument("--prior-name", required=True, help="prior name for the shard")
@@ -170,7 +185,15 @@ def register(sub) -> None:
     p.add_argument("--steps", type=int)
     p.add_argument("--iters", type=int)
     p.add_argument("--start", default="noise", help="noise (Algorithm 2) or warm (Table 2)")
-    p.add_argument("--n-images", type=int, default=None)
+    p.add_argument("--split", default="test", choices=["val", "test"],
+                   help="val: the first --n-val test-array images; test: the next --n-images "
+                        "(or per run in --runs)")
+    p.add_argument("--setting", help="the setting's name for the shard (default s{steps}_i{iters}; "
+                                     "or per run in --runs)")
+    p.add_argument("--n-val", type=int, default=0, help="validation images (before the test images)")
+    p.add_argument("--n-images", type=int, default=None, help="test images (default: the rest)")
+    p.add_argument("--vjp-weight", type=float, default=2.0,
+                   help="a VJP's cost in forwards (cost = nfe + vjp_weight * vjp)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
@@ -181,6 +204,7 @@ def register(sub) -> None:
     p.add_argument("--out", help="shard .parquet")
     p.add_argument("--images-out", help="restored images .npz")
     p.add_argument("--runs", help="JSON list of {solver, steps, iters, hp, out, images_out} and "
-                                  "optionally {task, sigma_y, start, oracle_map}: several jobs in one "
-                                  "process (instead of the five flags above)")
+                                  "optionally {task, sigma_y, start, oracle_map, split, setting}: "
+                                  "several jobs in one process (instead of the five flags above); "
+                                  "- reads it from stdin (a long list exceeds the argument limit)")
     p.set_defaults(func=run)

@@ -1,13 +1,13 @@
-"""``mapbench tables``: the paper's LaTeX tables (and ablation, oracle) from a metrics table."""
+"""``mapbench tables``: the papers' LaTeX tables (and the validation search, the oracle table) from
+a metrics table, each with an HTML page beside it (``mapbench.tables``)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 
 def load_options(text: str | None) -> dict:
     """``--options``: a JSON object (as the workflow passes it) or a path to a JSON/YAML file."""
-    from pathlib import Path
-
     import yaml
 
     from mapbench.errors import UserError
@@ -23,19 +23,32 @@ def load_options(text: str | None) -> dict:
     return yaml.safe_load(Path(text).read_text()) or {}
 
 
+def load_choices(choices: str | None, metrics: str):
+    """``--choices``, else ``selection/choices.parquet`` beside the metrics file (the workflow's
+    layout) when it is there, else None."""
+    from mapbench.select import read_choices
+
+    default = Path(metrics).parent / "selection" / "choices.parquet"
+    if choices or default.is_file():
+        return read_choices(choices or default)
+    return None
+
+
 def run(args) -> int:
     from mapbench import aggregate, tables
 
     opts = tables.Options.from_dict(load_options(args.options).get("tables"))
     df = aggregate.read(args.metrics)
-    for path in tables.write_all(df, opts, args.out_dir):
+    for path in tables.write_all(df, opts, args.out_dir, load_choices(args.choices, args.metrics)):
         print(path)
     return 0
 
 
 def register(sub) -> None:
-    p = sub.add_parser("tables", help="write the LaTeX tables from results/metrics.parquet")
+    p = sub.add_parser("tables", help="write the LaTeX (and HTML) tables from results/metrics.parquet")
     p.add_argument("--metrics", required=True, help="aggregated metrics .parquet")
+    p.add_argument("--choices", help="the chosen settings (default: selection/choices.parquet "
+                   "beside the metrics file, when there)")
     p.add_argument("--options", help="JSON (or a JSON/YAML file) with a `tables:` section")
     p.add_argument("--out-dir", required=True)
     p.set_defaults(func=run)

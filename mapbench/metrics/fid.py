@@ -11,9 +11,16 @@ equals ``frechet_distance`` (tests check it) at a cost of milliseconds instead o
 ``sqrtm`` (about 100 s on two CPU cores). KID is the unbiased polynomial-kernel MMD^2 over the
 full sets (clean-fid's ``kernel_distance`` without subsampling). Lower is better for both.
 
-Both are strongly biased on small sets: with tens of images the covariance of 2048 features is
+FID is strongly biased on small sets: with tens of images the covariance of 2048 features is
 rank-deficient and FID is dominated by the sample size, so compare FIDs only at equal image counts
-and report the count (``fid_n``) beside every value.
+and report the count (``fid_n``) beside every value; KID is unbiased at any size.
+
+Per-image pseudo-values (:func:`pseudo_values`) carry each set's uncertainty over its images, the
+reference set held fixed (every method of a benchmark shares it): their mean is the set's value,
+their standard deviation / sqrt(n) its standard error, and the paired differences of two sets of
+the same images give a paired interval of their difference (a bootstrap over images of the
+pseudo-values, ``mapbench.summarise``). KID's are the exact jackknife's; FID's the infinitesimal
+jackknife's (its influence function), since FID is not a mean over images.
 """
 from __future__ import annotations
 
@@ -81,7 +88,54 @@ def kid(feats1: np.ndarray, feats2: np.ndarray) -> float:
                  + (k22.sum() - np.trace(k22)) / (m * (m - 1)) - 2 * k12.mean())
 
 
+def kid_pseudo_values(feats1: np.ndarray, feats2: np.ndarray) -> np.ndarray:
+    """The jackknife pseudo-values ``n U - (n - 1) U_(-i)`` of KID = U over the images of
+    ``feats1`` (n >= 3), ``U_(-i)`` the KID without image i.
+
+    KID is the U-statistic ``U = sum_{i != j} g_ij / (n (n - 1))`` of the kernel
+    ``g_ij = k(x_i, x_j) - a_i - a_j + c``, with ``a_i`` the mean of ``k(x_i, y)`` over the reference
+    and ``c`` the mean of ``k(y, y')`` over its distinct pairs. Leaving image i out removes its row
+    and column: ``U_(-i) = (S - 2 R_i) / ((n - 1)(n - 2))`` with ``S = n (n - 1) U`` and
+    ``R_i = sum_{j != i} g_ij``, so the pseudo-value is ``(2 R_i - n U) / (n - 2)``; their mean is U.
+    """
+    n, d = feats1.shape
+    if n < 3:
+        raise ValueError(f"KID's jackknife needs at least 3 images, got {n}")
+    k11 = (feats1 @ feats1.T / d + 1) ** 3
+    k22 = (feats2 @ feats2.T / d + 1) ** 3
+    a = ((feats1 @ feats2.T / d + 1) ** 3).mean(1)
+    m = len(feats2)
+    c = (k22.sum() - np.trace(k22)) / (m * (m - 1))
+    R = k11.sum(1) - np.diag(k11) - (n - 1) * a - (a.sum() - a) + (n - 1) * c
+    U = R.sum() / (n * (n - 1))
+    return (2 * R - n * U) / (n - 2)
+
+
+def fid_pseudo_values(feats1: np.ndarray, feats2: np.ndarray) -> np.ndarray:
+    """``FID + IF_i``: FID plus the empirical influence of image i of ``feats1`` (n >= 2).
+
+    With ``m1, S1`` the mean and covariance of ``feats1``, ``z_i = x_i - m1``, and the influence
+    of each term of ``|m1 - m2|^2 + tr S1 + tr S2 - 2 tr (S1^1/2 S2 S1^1/2)^1/2`` under
+    ``dm1 = z_i``, ``dS1 = z_i z_i^T - S1`` (plug-in covariance, divisor n):
+    ``2 (m1 - m2) . z_i``, ``|z_i|^2 - tr S1``, and ``-(z_i^T K z_i - T)``, where
+    ``d T = tr(K dS1) / 2`` for ``T = tr (S1^1/2 S2 S1^1/2)^1/2`` with ``K = S1^-1/2 (S1^1/2 S2
+    S1^1/2)^1/2 S1^-1/2`` (the Gaussian optimal-transport map, ``K S1 K = S2``). With the centred
+    sets ``Z`` (rows ``z_i / sqrt(n)``) and ``B`` (as in :func:`fid`) and the SVD ``Z B^T = U D V^T``:
+    ``T = sum_k D_k`` and ``z_i^T K z_i = n (U D U^T)_ii``, also where S1 is rank-deficient (each
+    ``z_i`` lies in its range). The influences sum to zero, so the mean is FID.
+    """
+    n = len(feats1)
+    z = feats1 - feats1.mean(0)
+    b = (feats2 - feats2.mean(0)) / np.sqrt(len(feats2) - 1)
+    u, d, _ = np.linalg.svd(z @ b.T / np.sqrt(n), full_matrices=False)
+    sq = (z * z).sum(1)
+    influence = (2 * z @ (feats1.mean(0) - feats2.mean(0)) + sq - sq.mean()
+                 - (n * (u * u) @ d - d.sum()))
+    return fid(feats1, feats2) + influence
+
+
 SET_METRICS = {"fid": fid, "kid": kid}
+PSEUDO_VALUES = {"fid": fid_pseudo_values, "kid": kid_pseudo_values}
 
 
 def reference_features(images: np.ndarray, model: torch.jit.ScriptModule,

@@ -1,4 +1,5 @@
 # Config validation, registry checks, the job list and path helpers. Included first.
+import hashlib
 import json
 import os
 import re
@@ -8,6 +9,11 @@ from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
+
+from mapbench.errors import UserError
+from mapbench.metrics import METRICS
+from mapbench.metrics.fid import SET_METRICS
+from mapbench.select import CELL, counted_cost, search_space
 
 min_version("8.0")
 
@@ -45,7 +51,7 @@ def _check_registries():
     """Every name in the config must be registered; fails before any job runs, naming it."""
     from mapbench.operators import ALIASES, TASKS
     from mapbench.priors import PRIORS
-    from mapbench.solvers import SOLVERS
+    from mapbench.solvers import SOLVERS, get_solver
 
     for task in config["tasks"]:
         if task not in TASKS and task not in ALIASES:
@@ -76,6 +82,12 @@ def _check_registries():
         elif name not in SOLVERS:
             _fail(f"solvers: unknown solver {name!r}; registered: {', '.join(SOLVERS)} "
                   "(or give `rule:` for a solver provided by a rule file)")
+        try:
+            for setting in search_space(s):
+                if "rule" not in s:
+                    get_solver(name, setting.hp)
+        except UserError as e:
+            _fail(f"solvers.{name}: {e}")
         cap = config.get("budget_cap")
         for steps, iters in s["budgets"] if cap else []:
             if steps * iters > cap:
@@ -95,9 +107,21 @@ def sy(value):
     return repr(float(value))
 
 
-def _jobs():
-    """Every solve job of the config: dicts of the shard KEY (strings, as in paths)."""
-    jobs = []
+# ---------------------------------------------------------------------------- the protocol
+# Every cell (dataset, prior, task, sigma_y, start, solver) searches its solver's settings
+# (budgets x grid, mapbench.select) on the validation images; the checkpoint `select`
+# (select.smk) chooses one per cell; the test images run the chosen setting only.
+PY_SOLVERS = [n for n, s in config["solvers"].items() if "rule" not in s]
+RULE_SOLVERS = {n: s["rule"] for n, s in config["solvers"].items()
+                if "rule" in s and s.get("enabled", True)}
+COST = config["cost"]
+SETTINGS = {name: {s.name: s for s in search_space(block)}
+            for name, block in config["solvers"].items()}
+
+
+def _cells():
+    """Every cell of the config: dicts of strings, as in paths."""
+    cells = []
     for solver, s in config["solvers"].items():
         if not s.get("enabled", True):
             continue
@@ -110,19 +134,44 @@ def _jobs():
                         for start in s.get("starts", ["noise"]):
                             if start == "warm" and float(sigma) != 0:
                                 continue  # the paper's Table 2 is noiseless only
-                            for steps, iters in s["budgets"]:
-                                jobs.append(dict(dataset=dataset, prior=prior, task=task,
-                                                 sigma_y=sy(sigma), start=start, solver=solver,
-                                                 steps=str(steps), iters=str(iters)))
-    return jobs
+                            cells.append(dict(dataset=dataset, prior=prior, task=task,
+                                              sigma_y=sy(sigma), start=start, solver=solver))
+    return cells
 
 
-JOBS = _jobs()
-PY_SOLVERS = [n for n, s in config["solvers"].items() if "rule" not in s]
-RULE_SOLVERS = {n: s["rule"] for n, s in config["solvers"].items()
-                if "rule" in s and s.get("enabled", True)}
+def _search(cell):
+    """The settings a cell searches: its solver's, at most cost.cap forward-equivalents each."""
+    settings = list(SETTINGS[cell["solver"]].values())
+    if COST["cap"] is None or cell["solver"] in RULE_SOLVERS:
+        return settings
+    try:
+        costs = {s.name: counted_cost(cell["solver"], s, float(cell["sigma_y"]), cell["start"],
+                                      COST["vjp_weight"]) for s in settings}
+    except UserError as e:
+        _fail(f"solvers.{cell['solver']}: {e}")
+    kept = [s for s in settings if costs[s.name] <= COST["cap"]]
+    if not kept:
+        _fail(f"solvers.{cell['solver']}: every setting costs more than cost.cap {COST['cap']:g} "
+              f"forward-equivalents per image at sigma_y {cell['sigma_y']}, start {cell['start']} "
+              f"(cheapest: {min(costs.values()):g})")
+    return kept
 
-PATH = "{dataset}/{prior}/{task}/sy{sigma_y}/{start}/{solver}/s{steps}_i{iters}"
+
+CELLS = _cells()
+SEARCH = {tuple(c[k] for k in CELL): _search(c) for c in CELLS}
+
+
+def job(cell, split, setting, stem=None):
+    """One solve run: its cell, split, setting (a mapbench.select.Setting) and the stem of its
+    files (the setting's name; a grouped test process's tag, see test_jobs)."""
+    return dict(cell, split=split, setting=setting.name, steps=str(setting.steps),
+                iters=str(setting.iters), stem=stem or setting.name)
+
+
+VAL_JOBS = [job(c, "val", s) for c in CELLS for s in SEARCH[tuple(c[k] for k in CELL)]]
+
+CELL_PATH = "{dataset}/{prior}/{task}/sy{sigma_y}/{start}/{solver}"
+PATH = f"{CELL_PATH}/{{split}}/{{setting}}"
 # The keys one process covers: `batch: group` / `task` / `prior` solve processes, and evaluate
 # jobs (per (dataset, prior, task) with `batch: task` or `prior`, else per GROUP_KEYS).
 GROUP_KEYS = ["dataset", "prior", "task", "sigma_y", "start"]
@@ -139,12 +188,14 @@ def key_path(keys):
 EVAL_PATH = key_path(EVAL_KEYS)
 SHARD = f"{R}/shards/solve/{PATH}.parquet"
 IMAGES = f"{R}/images/{PATH}.npz"
-EVAL = f"{R}/shards/eval/{EVAL_PATH}.parquet"
+EVAL = f"{R}/shards/eval/{EVAL_PATH}/{{split}}.parquet"
+CHOICES = f"{R}/selection/choices.parquet"
 TABLES = [f"{R}/tables/{n}" for n in ["table1_noiseless.tex", "table2_warmstart.tex",
                                         "table3_noisy.tex", "ablation.tex", "oracle.tex",
                                         "all_tables.tex"]]
 FIGURES = [f"{R}/plots/{n}.png" for n in ["masks", "restored_noiseless", "restored_noisy"]]
 WEIGHTS_DIR = os.path.expanduser(config["evaluate"]["weights_dir"]).rstrip("/")
+TAG = r"g[0-9a-f]{10}"   # the file stem of a grouped test process's shards
 
 
 def _alternatives(values):
@@ -157,25 +208,181 @@ wildcard_constraints:
     task=_alternatives(config["tasks"]),
     sigma_y=_alternatives(sy(s) for s in config["sigma_y"]),
     start="noise|warm",
-    steps=r"\d+",
-    iters=r"\d+",
+    split="val|test",
+    setting=r"s\d+_i\d+[A-Za-z0-9_.+-]*",
+
+
+def path_of(pattern, j):
+    """The file of a run: ``pattern`` (SHARD, IMAGES) with the run's stem as its setting."""
+    return pattern.format(**{**j, "setting": j["stem"]})
+
+
+# ---------------------------------------------------------------------------- the choice
+def select_metric(prior):
+    """The per-image metric that chooses a prior's settings: `select.metric`, or with `auto` the
+    exact oracle's log-posterior gap where it applies and LPIPS elsewhere."""
+    metric = config["select"]["metric"]
+    if metric == "auto":
+        return "logpost_gap" if config["priors"][prior]["kind"] == "gmm" else "lpips"
+    return metric
+
+
+def eval_selects(prior):
+    """Whether a prior's selection metric comes from `mapbench evaluate` (psnr: solve has it too)."""
+    return select_metric(prior) in METRICS and select_metric(prior) != "psnr"
+
+
+def _check_selection():
+    for prior in config["priors"]:
+        metric = select_metric(prior)
+        if metric in SET_METRICS:
+            _fail(f"select.metric: {metric} is a set-level metric; settings are chosen by a "
+                  "per-image metric (e.g. logpost_gap, lpips, psnr)")
+        if eval_selects(prior) and not (config["evaluate"]["enabled"]
+                                        and metric in config["evaluate"]["metrics"]):
+            _fail(f"select.metric: prior {prior} is selected by {metric}, which `evaluate` does "
+                  f"not compute (evaluate.enabled and evaluate.metrics)")
+
+
+_check_selection()
+
+
+def select_options():
+    """`mapbench select --options`: the metric per prior, the cost cap, each setting's hp."""
+    return json.dumps({"metric": {p: select_metric(p) for p in config["priors"]},
+                       "cap": COST["cap"],
+                       "space": {name: {k: s.hp for k, s in settings.items()}
+                                 for name, settings in SETTINGS.items()}})
+
+
+def _read_choices(path):
+    import pandas as pd
+
+    frame = pd.read_parquet(path, columns=CELL + ["setting"])
+    frame["sigma_y"] = [sy(v) for v in frame["sigma_y"]]
+    return {tuple(r[:-1]): r[-1] for r in frame.itertuples(index=False, name=None)}
+
+
+_CHOICES_READ = {}   # the choices file, read once per version (its mtime)
+
+
+def chosen_settings(checkpoint=True):
+    """Cell (CELL values, as strings) -> the chosen setting's name. With ``checkpoint``, through
+    the checkpoint `select`: until its output is current the caller waits for it, except in a dry
+    run, which plans the test jobs from the choices on disk (and, where there are none yet, each
+    cell's first setting), so `snakemake -n` lists them."""
+    from snakemake.exceptions import IncompleteCheckpointException
+
+    dry = False
+    if checkpoint:
+        try:
+            checkpoints.select.get()
+        except IncompleteCheckpointException:
+            if not workflow.dryrun:
+                raise
+            dry = True
+    chosen = {}
+    if os.path.exists(CHOICES):
+        stamp = os.stat(CHOICES).st_mtime_ns
+        if _CHOICES_READ.get("stamp") != stamp:
+            _CHOICES_READ.update(stamp=stamp, choices=_read_choices(CHOICES))
+        chosen = _CHOICES_READ["choices"]
+    out = {}
+    for key, search in SEARCH.items():
+        names = [s.name for s in search]
+        if chosen.get(key) in names:
+            out[key] = chosen[key]
+        elif dry:
+            out[key] = names[0]
+        else:
+            raise WorkflowError(f"{CHOICES} has no choice among the searched settings for "
+                                f"{dict(zip(CELL, key))}; delete it to choose again")
+    return out
+
+
+TEST_GROUPS = {}   # (rule name, tag) -> the runs of a grouped test process (see test_jobs)
+
+
+def test_group_name(cell):
+    """The grouped test process of a cell (None: the cell's test run is a job of its own)."""
+    mode = batch_of(cell["prior"])
+    if cell["solver"] not in PY_SOLVERS or mode == "job":
+        return None
+    return re.sub(r"\W", "_", "_".join(["solve_test", *(cell[k] for k in BATCH_KEYS[mode])]))
+
+
+def test_jobs(chosen):
+    """The test runs of the chosen settings. A cell whose test run is a job of its own writes
+    ``.../{solver}/test/{setting}.parquet``. The cells of a grouped test process (`batch` group,
+    task or prior: one process, one start-up) write ``.../{solver}/test/{tag}.parquet``, where the
+    tag fingerprints the choices of all of its cells: a changed choice re-runs that process only."""
+    runs, groups = [], {}
+    for cell in CELLS:
+        key = tuple(cell[k] for k in CELL)
+        run = job(cell, "test", SETTINGS[cell["solver"]][chosen[key]])
+        runs.append(run)
+        if name := test_group_name(cell):
+            groups.setdefault(name, []).append(run)
+    for name, members in groups.items():
+        digest = hashlib.sha1(json.dumps(sorted((path_of(CELL_PATH, r), r["setting"])
+                                                for r in members)).encode()).hexdigest()
+        for r in members:
+            r["stem"] = f"g{digest[:10]}"
+        TEST_GROUPS[(name, members[0]["stem"])] = members
+    return runs
+
+
+def test_group_runs(name):
+    """The `--runs` JSON of a grouped test process, for its tag (wildcard)."""
+
+    def runs(wildcards):
+        members = TEST_GROUPS.get((name, wildcards.tag))
+        if members is None:   # a fresh process (a cluster job): from the choices on disk
+            test_jobs(chosen_settings(checkpoint=False))
+            members = TEST_GROUPS.get((name, wildcards.tag))
+        if members is None:
+            raise WorkflowError(f"{name}: no test runs with tag {wildcards.tag}; the choices in "
+                                f"{CHOICES} changed since it was planned: run the workflow again")
+        return runs_json(members)
+
+    return runs
+
+
+def test_files(pattern, keep=None):
+    """A function (an input of rules) giving the files of the chosen test runs (through the
+    checkpoint), optionally only those ``keep(run)`` accepts."""
+    return lambda wildcards: [path_of(pattern, r) for r in test_jobs(chosen_settings())
+                              if keep is None or keep(r)]
 
 
 def solve_outputs(pattern):
-    return [pattern.format(**job) for job in JOBS]
+    """Every run's file: the validation search's, and (a function, through the checkpoint) the
+    chosen test runs'."""
+    return [path_of(pattern, j) for j in VAL_JOBS] + [test_files(pattern)]
 
 
-def eval_outputs():
-    """One evaluate shard per EVAL_KEYS group of the job list."""
+def val_eval_priors():
+    """The priors whose validation images are evaluated: those selected by an evaluate metric."""
+    return [p for p in config["priors"] if eval_selects(p)]
+
+
+def eval_outputs(splits=("val", "test")):
+    """One evaluate shard per EVAL_KEYS group and split of the job list."""
     if not config["evaluate"]["enabled"]:
         return []
-    groups = dict.fromkeys(tuple(j[k] for k in EVAL_KEYS) for j in JOBS)
-    return [EVAL.format(**dict(zip(EVAL_KEYS, g))) for g in groups]
+    groups = dict.fromkeys(tuple(c[k] for k in EVAL_KEYS) for c in CELLS)
+    return [EVAL.format(split=split, **dict(zip(EVAL_KEYS, g))) for split in splits for g in groups
+            if split == "test" or g[EVAL_KEYS.index("prior")] in val_eval_priors()]
 
 
 def group_images(wildcards):
-    """Every restored-image file of one evaluate group."""
-    return [IMAGES.format(**j) for j in JOBS if all(j[k] == getattr(wildcards, k) for k in EVAL_KEYS)]
+    """Every restored-image file of one evaluate group and split."""
+    def mine(j):
+        return all(j[k] == getattr(wildcards, k) for k in EVAL_KEYS)
+
+    if wildcards.split == "val":
+        return [path_of(IMAGES, j) for j in VAL_JOBS if mine(j)]
+    return test_files(IMAGES, mine)(wildcards)
 
 
 # ---------------------------------------------------------------------------- user-supplied files
@@ -314,15 +521,15 @@ def batch_of(prior):
     return config["priors"][prior].get("batch", config["batch"])
 
 
-def python_groups():
-    """[(keys -> values, jobs)]: the Python-solver jobs of priors not batched per job, by the keys
+def batch_groups(runs):
+    """[(keys -> values, runs)]: the Python-solver runs of priors not batched per job, by the keys
     of their batch mode (group, task or prior); each group is one `mapbench solve --runs` process."""
     out = {}
-    for j in JOBS:
+    for j in runs:
         mode = batch_of(j["prior"])
         if j["solver"] in PY_SOLVERS and mode != "job":
             out.setdefault(tuple((k, j[k]) for k in BATCH_KEYS[mode]), []).append(j)
-    return [(dict(group), jobs) for group, jobs in out.items()]
+    return [(dict(group), members) for group, members in out.items()]
 
 
 def group_inputs(jobs):
@@ -334,12 +541,20 @@ def group_inputs(jobs):
 
 
 def runs_json(jobs):
-    """The `--runs` JSON of one process: each run's solver, budget, task, sigma_y, start, files."""
+    """The `--runs` JSON of one process: each run's solver, setting, task, sigma_y, start, split,
+    files."""
     return json.dumps([{"solver": j["solver"], "steps": int(j["steps"]), "iters": int(j["iters"]),
                         "task": j["task"], "sigma_y": float(j["sigma_y"]), "start": j["start"],
-                        "hp": config["solvers"][j["solver"]].get("hp", {}),
+                        "split": j["split"], "setting": j["setting"],
+                        "hp": SETTINGS[j["solver"]][j["setting"]].hp,
                         "oracle_map": oracle_file(**j),
-                        "out": SHARD.format(**j), "images_out": IMAGES.format(**j)} for j in jobs])
+                        "out": path_of(SHARD, j), "images_out": path_of(IMAGES, j)} for j in jobs])
+
+
+def split_flags(dataset):
+    """`mapbench solve` flags: a dataset's splits and the cost's VJP weight."""
+    d = config["datasets"][dataset]
+    return f"--n-val {d['n_val']} --n-images {d['n_images']} --vjp-weight {COST['vjp_weight']}"
 
 
 def oracle_flag(wildcards, input):
@@ -365,33 +580,42 @@ def resource(rule_name, key, default):
 
 
 def report_options():
-    """The layout options the report commands read (tables, plots, figures, display names)."""
+    """The layout options the report commands read (tables, plots, figures, display names).
+    ``figures.image_index`` counts test images: the image shown is test-array image n_val + index."""
     tables = dict(config["tables"])
     display = {n: s["display"] for n, s in config["solvers"].items() if "display" in s}
     tables["display"] = {**display, **tables.get("display", {})}
     tables.setdefault("tasks", list(config["tasks"]))
-    datasets = {n: {"path": d["path"], "n_images": d["n_images"]} for n, d in config["datasets"].items()}
-    return json.dumps({"tables": tables, "plots": config["plots"], "figures": config["figures"],
-                       "datasets": datasets, "seed": config["seed"]})
+    datasets = {n: {k: d[k] for k in ("path", "n_val", "n_images")} for n, d in config["datasets"].items()}
+    first = next(iter(config["datasets"].values()))
+    figures = {**config["figures"], "image_index": first["n_val"] + config["figures"]["image_index"]}
+    return json.dumps({"tables": tables, "plots": config["plots"], "figures": figures,
+                       "datasets": datasets, "seed": config["seed"],
+                       "select": {p: select_metric(p) for p in config["priors"]}})
 
 
 def hp_args(wildcards):
-    hp = config["solvers"][wildcards.solver].get("hp", {})
+    hp = SETTINGS[wildcards.solver][wildcards.setting].hp
     if not hp:
         return ""
     return "--hp " + " ".join(shlex.quote(f"{k}={json.dumps(v)}") for k, v in hp.items())
 
 
+# Ablation plots (a metric against (steps, iters)) and Pareto plots (against the cost), both of
+# the validation search. `mapbench plots` writes the Pareto PNGs too (PARETO_PNGS: report items).
 PLOTS = [f"{R}/plots/ablation_{m}.{ext}" for m in config["plots"]["metrics"] for ext in ("png", "pdf")]
+PLOTS += [f"{R}/plots/pareto_{m}.pdf" for m in config["plots"]["metrics"]]
+PARETO_PNGS = [f"{R}/plots/pareto_{m}.png" for m in config["plots"]["metrics"]]
 
 
 def figure_images(wildcards=None):
-    """The restored images the figures show (configured solvers/tasks that are in the run)."""
+    """A function giving the restored test images the figures show (configured solvers and tasks
+    that are in the run, at their chosen settings)."""
     figs = config["figures"]
     want = [(t, s, sy(figs[k]["sigma_y"])) for k in ("noiseless", "noisy")
             for t in figs[k]["tasks"] for s in figs[k]["solvers"]]
-    return [IMAGES.format(**j) for j in JOBS
-            if j["start"] == "noise" and (j["task"], j["solver"], j["sigma_y"]) in want]
+    return test_files(IMAGES, lambda j: j["start"] == "noise"
+                      and (j["task"], j["solver"], j["sigma_y"]) in want)
 
 
 # Register every user-supplied file now, so rule require_file knows them at parse time.

@@ -1,7 +1,9 @@
-# Image-quality metrics of the restored images: one job per (dataset, prior, task) with
+# Image-quality metrics of the restored images: one job per split and (dataset, prior, task) with
 # `batch: task`, else per (dataset, prior, task, sigma_y, start) (EVAL_KEYS), so the networks and
-# reference features load once per group. Per-image rows (psnr, ssim, lpips) and
-# set-level rows (fid, fid_n; image_id "") for every (solver, steps, iters) set of the group.
+# reference features load once per group. Per-image rows (psnr, ssim, lpips) and, on the test
+# images only, set-level rows (fid, fid_n; image_id "") for every restored set of the group. The
+# validation images are evaluated where a prior's settings are chosen by an evaluate metric
+# (select.metric; LPIPS on a learned prior), per-image metrics only.
 
 
 rule fetch_weights:
@@ -27,7 +29,8 @@ rule evaluate:
         EVAL,
     params:
         mb=MAPBENCH,
-        metrics=" ".join(config["evaluate"]["metrics"]),
+        metrics=lambda w: " ".join(m for m in config["evaluate"]["metrics"]
+                                   if w.split == "test" or m not in SET_METRICS),
         reference_cache=f"{R}/cache/fid_reference",
         weights=lambda w, input: os.path.dirname(input.weights),
         device=config["device"],
@@ -39,9 +42,9 @@ rule evaluate:
     conda:
         "../envs/mapbench.yaml"
     log:
-        f"{R}/logs/evaluate/{EVAL_PATH}.log",
+        f"{R}/logs/evaluate/{EVAL_PATH}/{{split}}.log",
     benchmark:
-        f"{R}/benchmarks/evaluate/{EVAL_PATH}.tsv"
+        f"{R}/benchmarks/evaluate/{EVAL_PATH}/{{split}}.tsv"
     shell:
         "{params.mb} evaluate --data {input.data} --images {input.images} "
         "--metrics {params.metrics} --weights-dir {params.weights} "

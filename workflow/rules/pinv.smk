@@ -6,7 +6,9 @@
 #
 # Any command can stand here (another repository's code, another language) as long as it writes
 # the two outputs in the contract of `mapbench solve` (README, "Adding a solver"): a Parquet shard
-# of tidy per-image rows (mapbench.shards.COLUMNS) and an .npz of the restored images.
+# of tidy per-image rows (mapbench.shards.COLUMNS) and an .npz of the restored images, for the
+# images of split {split} (mapbench.data.split_ids) at setting {setting} (its steps and iters:
+# SETTINGS in common.smk), with the per-image cost rows nfe, vjp, cost.
 
 
 rule solve_pinv:
@@ -16,7 +18,10 @@ rule solve_pinv:
         shard=SHARD.replace("{solver}", "pinv"),
         images=IMAGES.replace("{solver}", "pinv"),
     params:
+        n_val=lambda w: config["datasets"][w.dataset]["n_val"],
         n_images=lambda w: config["datasets"][w.dataset]["n_images"],
+        steps=lambda w: SETTINGS["pinv"][w.setting].steps,
+        iters=lambda w: SETTINGS["pinv"][w.setting].iters,
         seed=config["seed"],
     threads: 1
     resources:

@@ -2,8 +2,9 @@
 H^T y, the observed pixels and zeros elsewhere), run by rule solve_pinv (workflow/rules/pinv.smk).
 
 Writes the two files of the solver contract: a shard of per-image rows (psnr, mse, consistency,
-nfe, seconds; and, where rule oracle gives the exact MAPs, the exact oracle's logpost_gap, logpost_gap_gt,
-map_rmse) and the restored images. The measurement y is drawn exactly as `mapbench solve` draws
+nfe, vjp, cost, seconds; and, where rule oracle gives the exact MAPs, the exact oracle's logpost,
+logpost_gt, logpost_map, logpost_gap, logpost_gap_gt, map_improved, map_rmse) and the restored
+images. The measurement y is drawn exactly as `mapbench solve` draws
 it, so this baseline sees the same y as every other solver.
 """
 import json
@@ -15,7 +16,7 @@ import pandas as pd
 import torch
 
 from mapbench import shards
-from mapbench.data import load_split, to_uint8
+from mapbench.data import check_disjoint, load_ids, split_ids, to_uint8
 from mapbench.io import atomic_path
 from mapbench.operators import get_operator
 from mapbench.runner import measurement, oracle_metrics
@@ -23,9 +24,10 @@ from mapbench.runner import measurement, oracle_metrics
 
 def main(sm) -> None:
     w = sm.wildcards
-    sigma_y, n = float(w.sigma_y), int(sm.params.n_images)
-    x0 = load_split(sm.input.data, "test", n)
-    ids = [f"{i:05d}" for i in range(len(x0))]
+    sigma_y = float(w.sigma_y)
+    ids = split_ids(w.split, int(sm.params.n_val), int(sm.params.n_images))
+    check_disjoint(sm.input.data, ids)
+    x0, _ = load_ids(sm.input.data, ids)
     op = get_operator(w.task, x0.shape[-1])
     t0 = time.perf_counter()
     y = measurement(op, x0, ids, sigma_y, int(sm.params.seed))
@@ -36,7 +38,8 @@ def main(sm) -> None:
     m = op.H(torch.ones_like(x0[:1])).sum()
     metrics = {"mse": mse, "psnr": -10 * torch.log10(mse.clamp_min(1e-20)),
                "consistency": (op.H(x_hat) - y).flatten(1).pow(2).sum(1).div(m).sqrt(),
-               "nfe": torch.zeros(len(ids)), "seconds": torch.full((len(ids),), seconds)}
+               "nfe": torch.zeros(len(ids)), "vjp": torch.zeros(len(ids)),
+               "cost": torch.zeros(len(ids)), "seconds": torch.full((len(ids),), seconds)}
     if "oracle_map" in sm.input.keys():  # the exact MAPs of rule oracle (gmm priors)
         from mapbench.commands.oracle import load_map
         from mapbench.priors import load_prior
@@ -44,7 +47,8 @@ def main(sm) -> None:
         x_map, logp_map = load_map(sm.input.oracle_map, ids, op.name, sigma_y, int(sm.params.seed))
         metrics.update(oracle_metrics(prior, op, y, sigma_y, x_hat, x0, x_map, logp_map))
     key = dict(dataset=w.dataset, prior=w.prior, task=op.name, sigma_y=sigma_y, solver="pinv",
-               steps=int(w.steps), iters=int(w.iters), start=w.start, seed=int(sm.params.seed))
+               steps=int(sm.params.steps), iters=int(sm.params.iters), start=w.start, split=w.split,
+               setting=w.setting, seed=int(sm.params.seed))
     rows = [dict(key, image_id=i, metric=name, value=float(v[j]), status="ok")
             for name, v in metrics.items() for j, i in enumerate(ids)]
     shards.write(pd.DataFrame(rows), sm.output.shard, shards.provenance(key=key, solver_rule="pinv"))

@@ -1,0 +1,33 @@
+"""``mapbench claims``: the papers' claims checked on a run's test images (``mapbench.claims``).
+
+Prints the claims as Markdown; with ``--out-dir`` also writes ``claims.tex``, ``claims.html`` and
+``claims.md`` there. Each method is taken at its chosen setting: ``--choices``, by default
+``selection/choices.parquet`` beside the metrics file (as the workflow lays them out) when it is
+there; without one, every cell must have run one setting on its test images.
+"""
+from __future__ import annotations
+
+
+def run(args) -> int:
+    from mapbench import aggregate, claims, summarise, tables
+    from mapbench.commands.tables import load_choices, load_options
+
+    opts = tables.Options.from_dict(load_options(args.options).get("tables"))
+    rows = summarise.reported_rows(aggregate.read(args.metrics),
+                                   load_choices(args.choices, args.metrics))
+    checked = claims.check(rows, opts)
+    print(claims.markdown(checked, opts), end="")
+    for path in claims.write(checked, opts, args.out_dir) if args.out_dir else []:
+        print(path)
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("claims", help="check the papers' claims on a run's test images "
+                       "(confirmed, refuted or inconclusive, with paired intervals)")
+    p.add_argument("metrics", help="aggregated metrics .parquet (results/metrics.parquet)")
+    p.add_argument("--choices", help="the chosen settings (default: selection/choices.parquet "
+                   "beside the metrics file, when there)")
+    p.add_argument("--options", help="JSON (or a JSON/YAML file) with a `tables:` section")
+    p.add_argument("--out-dir", help="also write claims.tex, claims.html and claims.md here")
+    p.set_defaults(func=run)
