@@ -85,8 +85,9 @@ def build_from_idx(idx_dir: str | Path, out: str | Path, *, n_train: int, n_test
     return Path(out)
 
 
-def load_split(path: str | Path, split: str = "test", limit: int | None = None) -> torch.Tensor:
-    """Load one split of a dataset file as ``[N, C, H, W]`` in [-1, 1]."""
+def read_split(path: str | Path, split: str = "test") -> np.ndarray:
+    """One split of a dataset file as stored: uint8 ``[N, C, H, W]``; a missing, unreadable or
+    malformed file raises a one-line UserError naming it."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"dataset file not found: {path}")
@@ -99,9 +100,13 @@ def load_split(path: str | Path, split: str = "test", limit: int | None = None) 
         raise UserError(f"{path}: not a readable dataset .npz ({e})") from None
     if images.dtype != np.uint8 or images.ndim != 4:
         raise UserError(f"{path}: split {split!r} must be uint8 [N, C, H, W], got {images.dtype} {images.shape}")
-    if limit is not None:
-        images = images[:limit]
-    return from_uint8(images)
+    return images
+
+
+def load_split(path: str | Path, split: str = "test", limit: int | None = None) -> torch.Tensor:
+    """Load one split of a dataset file as ``[N, C, H, W]`` in [-1, 1]."""
+    images = read_split(path, split)
+    return from_uint8(images if limit is None else images[:limit])
 
 
 def split_ids(split: str, n_val: int, n_images: int) -> list[str]:
@@ -130,8 +135,7 @@ def load_ids(path: str | Path, ids: list[str]):
 def check_disjoint(path: str | Path, ids: list[str]) -> None:
     """Refuse images (by test-array id) that have a byte-identical copy in the file's ``train``
     array, the images priors are fitted and trained on."""
-    with np.load(path, allow_pickle=False) as f:
-        train, test = f["train"], f["test"]
+    train, test = read_split(path, "train"), read_split(path, "test")
     seen = {img.tobytes() for img in train}
     shared = [i for i in ids if test[int(i)].tobytes() in seen]
     if shared:

@@ -342,7 +342,9 @@ def test_diverging_solver_status_and_failure_count(tmp_path, prior, capsys):
     assert psnr.at["pgdm", "n_fail"] == 0 and np.isfinite(psnr.at["pgdm", "mean"])
     # ...but its row stays: one failing image of two leaves the mean over the other
     half = both[~((both.solver == "map_ga_d") & (both.image_id == "00001"))].copy()
-    fixed = both[(both.solver == "pgdm") & (both.image_id == "00001")].assign(solver="map_ga_d", steps=4, iters=2)
+    setting = both.loc[both.solver == "map_ga_d", "setting"].iloc[0]
+    fixed = both[(both.solver == "pgdm") & (both.image_id == "00001")].assign(
+        solver="map_ga_d", steps=4, iters=2, setting=setting)
     half = pd.concat([half, fixed], ignore_index=True)
     s = tables.summarise(half, tables.Options.from_dict({"bootstrap_resamples": 20}))
     row = s[(s.metric == "psnr") & (s.solver == "map_ga_d")].iloc[0]

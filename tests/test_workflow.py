@@ -99,7 +99,7 @@ def default_plan(config: dict) -> dict:
     search = {}
     for prior, p in config["priors"].items():
         for name, s in config["solvers"].items():
-            if name not in p.get("solvers", [name]):
+            if name not in p.get("solvers", [name]) or "rule" in s:   # rule solvers: not capped
                 continue
             for sigma in s.get("sigma_y", config["sigma_y"]):
                 for start in [st for st in s.get("starts", ["noise"]) if st == "noise" or sigma == 0]:
