@@ -47,9 +47,7 @@ def plot_frame(df: pd.DataFrame, metric: str, opts: Options) -> pd.DataFrame:
     best = choose(d, metric, within=BUDGET_CELL)[BUDGET_CELL + ["setting"]]
     d = d.merge(best, on=BUDGET_CELL + ["setting"])
     d["budget"] = [budget_label(s, i) for s, i in zip(d["steps"], d["iters"])]
-    several = d["prior"].nunique() > 1
-    d["panel"] = [(f"{p}, " if several else "") + f"σy={s:g}, {st}"
-                  for p, s, st in zip(d["prior"], d["sigma_y"], d["start"])]
+    d["panel"] = [f"{p}, σy={s:g}, {st}" for p, s, st in zip(d["prior"], d["sigma_y"], d["start"])]
     d["method"] = [opts.name(s) for s in d["solver"]]
     return d
 
@@ -79,8 +77,7 @@ def ablation_plot(df: pd.DataFrame, metric: str, opts: Options, out_png: str | P
     order = budget_order(d)
     d["position"] = [order.index(b) for b in d["budget"]]
     g = sns.relplot(data=d, kind="line", x="position", y="value", hue="method", col="task",
-                    row="panel" if len(panels) > 1 else None, hue_order=hue_order,
-                    col_order=tasks, row_order=panels if len(panels) > 1 else None,
+                    row="panel", hue_order=hue_order, col_order=tasks, row_order=panels,
                     palette="tab10" if len(hue_order) <= 10 else "tab20",
                     errorbar=("ci", round(opts.level * 100)), n_boot=opts.bootstrap_resamples,
                     seed=0, err_style="bars", marker="o", markersize=4,
@@ -116,8 +113,7 @@ def pareto_plot(df: pd.DataFrame, metric: str, opts: Options, out_png: str | Pat
     tasks, hue_order, panels = _facets(points, opts)
     sns.set_theme(style="whitegrid", context="paper")
     g = sns.relplot(data=points, kind="line", x="cost", y="value", hue="method", col="task",
-                    row="panel" if len(panels) > 1 else None, hue_order=hue_order,
-                    col_order=tasks, row_order=panels if len(panels) > 1 else None,
+                    row="panel", hue_order=hue_order, col_order=tasks, row_order=panels,
                     palette="tab10" if len(hue_order) <= 10 else "tab20", estimator=None,
                     sort=True, marker="o", markersize=4, linewidth=1.2, height=2.4, aspect=1.25,
                     facet_kws={"sharey": "row", "sharex": True})
@@ -131,7 +127,8 @@ def pareto_plot(df: pd.DataFrame, metric: str, opts: Options, out_png: str | Pat
     _log_y(g, points["value"])
     direction = "lower is better" if lower_is_better(metric) else "higher is better"
     g.figure.suptitle(f"{LABELS.get(metric, metric)} against cost ({direction}; mean over the "
-                      f"validation images, {_n_label(d)}; one point per setting searched)",
+                      f"validation images, {_n_label(d)}; a point per (steps, iters), at its best "
+                      "grid setting)",
                       y=1.02, fontsize=9)
     _save(g.figure, out_png, out_pdf)
 

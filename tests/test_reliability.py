@@ -158,7 +158,7 @@ def test_killed_solve_leaves_no_partial_output_and_rerun_matches(tmp_path, prior
 # ---------------------------------------------------------------------------- workflow runs
 
 WORKFLOW_CONFIG = """\
-datasets: {{fm: {{path: {data}, n_images: 2}}}}
+datasets: {{fm: {{path: {data}, n_val: 2, n_images: 2}}}}
 priors: {{gmm: {{kind: gmm, components: 2, rank: 2, seed: 0, limit: 300, iters: 2, ode_steps: 8}}}}
 tasks: [box50]
 sigma_y: [0.0]
@@ -206,10 +206,10 @@ def workflow_run(tmp_path_factory):
 @pytest.mark.slow
 def test_diverging_solver_is_recorded_counted_and_the_workflow_continues(workflow_run):
     results = workflow_run / "results"
-    diverged = shards.read(results / "shards/solve/fm/gmm/box50/sy0.0/noise/map_ga_d/s4_i2.parquet")
+    diverged = shards.read(results / "shards/solve/fm/gmm/box50/sy0.0/noise/map_ga_d/test/s4_i2.parquet")
     assert set(diverged["status"]) == {"nonfinite"}
     assert diverged.loc[diverged.metric == "psnr", "value"].isna().all()
-    fine = shards.read(results / "shards/solve/fm/gmm/box50/sy0.0/noise/pgdm/s6_i1.parquet")
+    fine = shards.read(results / "shards/solve/fm/gmm/box50/sy0.0/noise/pgdm/test/s6_i1.parquet")
     assert set(fine["status"]) == {"ok"}
     table = (results / "tables" / "table1_noiseless.tex").read_text()
     rows = {line.split("&")[0].strip(): line for line in table.splitlines() if "&" in line}
@@ -222,7 +222,7 @@ def test_diverging_solver_is_recorded_counted_and_the_workflow_continues(workflo
 def test_killed_snakemake_then_rerun_incomplete_equals_uninterrupted(tmp_path, workflow_run):
     work, config = workflow_dir(tmp_path / "killed")
     results = work / "results"
-    jobs = ["box50/sy0.0/noise/pgdm/s6_i1", "box50/sy0.0/noise/map_ga_d/s4_i2"]
+    jobs = ["box50/sy0.0/noise/pgdm/val/s6_i1", "box50/sy0.0/noise/map_ga_d/val/s4_i2"]
     targets = [f"results/{kind}/fm/gmm/{j}.{ext}" for j in jobs
                for kind, ext in (("shards/solve", "parquet"), ("images", "npz"))]  # the solve jobs
     p = subprocess.Popen(snakemake_cmd(*targets, "--cores", "1", "--configfile", str(config)), cwd=work,
@@ -250,9 +250,10 @@ def test_killed_snakemake_then_rerun_incomplete_equals_uninterrupted(tmp_path, w
     assert snakemake("--unlock", "--configfile", str(config), cwd=work).returncode == 0
     r = snakemake(*targets, "--cores", "2", "--rerun-incomplete", "--configfile", str(config), cwd=work)
     assert r.returncode == 0, r.stderr[-5000:]
-    reference = sorted((workflow_run / "results" / "shards").rglob("*.parquet"))
-    again = sorted((results / "shards").rglob("*.parquet"))
-    assert [q.relative_to(work) for q in again] == [q.relative_to(workflow_run) for q in reference]
+    again = sorted((results / "shards").rglob("*.parquet"))    # the validation runs asked for
+    assert [q.relative_to(results) for q in again] == sorted(
+        Path(f"shards/solve/fm/gmm/{j}.parquet") for j in jobs)
+    reference = [workflow_run / q.relative_to(work) for q in again]
     for a, b in zip(again, reference):
         pd.testing.assert_frame_equal(values(a), values(b))
     for j in jobs:
@@ -354,7 +355,7 @@ def test_diverging_solver_status_and_failure_count(tmp_path, prior, capsys):
 # ---------------------------------------------------------------------------- bad configs
 
 def tiny_config(**overrides) -> dict:
-    config = {"datasets": {"fm": {"path": str(DATA), "n_images": 2}},
+    config = {"datasets": {"fm": {"path": str(DATA), "n_val": 2, "n_images": 2}},
               "priors": {"gmm": {"kind": "gmm", "components": 2, "rank": 2, "limit": 300}},
               "tasks": ["box50"], "sigma_y": [0.0],
               "solvers": {"pgdm": {"budgets": [[4, 1]]}, "map_ga_d": {"budgets": [[4, 2]]}},

@@ -218,7 +218,7 @@ def report_config(work: Path) -> dict:
     return config
 
 
-CATEGORIES = {"Tables", "Figures", "Ablation plots", "Learned prior"}
+CATEGORIES = {"Tables", "Figures", "Ablation plots", "Pareto plots", "Learned prior"}
 # the image or HTML page of the result being viewed (the app's content), once it is on screen
 SHOWN = ("Array.from(document.querySelectorAll('#app img, #app iframe'))"
          ".find(el => el.getAttribute('src') === app.state.contentPath)")

@@ -304,7 +304,8 @@ def test_a_test_result_cannot_reach_the_selection(tiny_run):
     r = snakemake("-n", "--configfile", str(path), cwd=work)
     assert r.returncode == 0, r.stderr[-3000:]
     assert job_counts(r.stdout + r.stderr) == {"aggregate_metrics": 1, "make_tables": 1,
-                                               "make_plots": 1, "make_figures": 1, "all": 1}
+                                               "make_plots": 1, "make_figures": 1, "make_claims": 1,
+                                               "all": 1}
 
 
 @pytest.mark.slow
@@ -355,7 +356,8 @@ def test_deleting_a_validation_shard_reruns_it_the_selection_and_only_the_change
     assert job_counts(r.stdout + r.stderr) == {"solve_val_fm_gmm_box50_0_1_noise": 1,
                                                "aggregate_val": 1, "select": 1,
                                                "aggregate_metrics": 1, "make_tables": 1,
-                                               "make_plots": 1, "make_figures": 1, "all": 1}
+                                               "make_plots": 1, "make_figures": 1, "make_claims": 1,
+                                               "all": 1}
     r = snakemake("--cores", "2", "--configfile", str(path), cwd=work)
     assert r.returncode == 0, r.stderr[-3000:]
     after = select.read_choices(results / "selection" / "choices.parquet")

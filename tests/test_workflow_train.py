@@ -27,6 +27,7 @@ def learned_config(work, denoiser, consistency):
                "consistency": {"steps": 2, "batch_size": 8, "limit": 64, "N": 4},
                "sample": {"n_samples": 4, "heun_steps": 2}},
         evaluate={"enabled": False, "weights_dir": WEIGHTS},
+        select={"metric": "psnr"},   # without evaluate there is no LPIPS to select a learned prior's setting by
         tables={"metrics": ["psnr", "ssim"], "bootstrap_resamples": 50},
         figures={"noiseless": {"tasks": ["box50"], "solvers": ["map_ga"]},
                  "noisy": {"tasks": ["box50"], "solvers": ["dps"]}},

@@ -88,6 +88,8 @@ def run(args) -> int:
         else:
             frames.append(shards.read(path))
     frame = best_known_map(pd.concat(frames, ignore_index=True))
+    if "split" in frame.columns:   # reported numbers: the split's rows only (test: the chosen settings)
+        frame = frame[frame["split"] == args.split]
     table = oracle_table(frame, args.interval, args.start, not args.all_budgets)
     print(format_markdown(table))
     return 0
@@ -98,5 +100,9 @@ def register(sub) -> None:
     p.add_argument("inputs", nargs="+", help="results/metrics.parquet or shard files")
     p.add_argument("--interval", default="bootstrap", choices=["bootstrap", "sem", "none"])
     p.add_argument("--start", default="noise", choices=["noise", "warm"])
-    p.add_argument("--all-budgets", action="store_true", help="a row per budget, not the best")
+    p.add_argument("--split", default="test", choices=["test", "val"],
+                   help="test: the test images at each cell's chosen setting (metrics.parquet holds "
+                        "no other test rows); val: the validation search")
+    p.add_argument("--all-budgets", action="store_true",
+                   help="a row per budget, not the one with the smallest mean gap (with --split val)")
     p.set_defaults(func=run)
