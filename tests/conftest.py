@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -28,3 +30,23 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+def measured_problem(task, size, sigma_y, prior, n=2):
+    """For the reference tests: ground truth near the prior's means, its measurement (float64,
+    per-image generators seeded 7, 8, ...) and the operator."""
+    from mapbench.operators import get_operator, measure
+    op = get_operator(task, size)
+    g = torch.Generator().manual_seed(5)
+    means = prior.means[torch.arange(n) % len(prior.means)].view(n, *prior.shape)
+    x0 = means + 0.2 * torch.randn(n, *prior.shape, generator=g, dtype=torch.float64)
+    y = measure(op, x0, sigma_y, [torch.Generator().manual_seed(s) for s in range(7, 7 + n)])
+    return op, y
+
+
+def dense(op, shape):
+    """H as a dense matrix ``[m, d]`` (the measured entries) and ``y`` flattened to them."""
+    d = math.prod(shape)
+    rows = op.H(torch.eye(d, dtype=torch.float64).view(d, *shape)).reshape(d, -1).T
+    keep = rows.abs().sum(1) > 0
+    return rows[keep], lambda y: y.reshape(y.shape[0], -1)[:, keep]

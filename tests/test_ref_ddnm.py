@@ -18,10 +18,10 @@ import torch
 
 from mapbench.errors import UserError
 from mapbench.nfe import Counted
-from mapbench.operators import TASKS, get_operator, measure, randn_like_per_image
+from mapbench.operators import TASKS, randn_like_per_image
 from mapbench.schedule import karras_sigmas
 from mapbench.solvers.ddnm import ddnm
-from tests.conftest import random_gmm
+from tests.conftest import dense, measured_problem, random_gmm
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -30,24 +30,6 @@ SEEDS = [31, 32]
 
 def gens():
     return [torch.Generator().manual_seed(s) for s in SEEDS]
-
-
-def problem(task, size, sigma_y, prior):
-    """Ground truth near the prior's means, its measurement (float64) and the operator."""
-    op = get_operator(task, size)
-    g = torch.Generator().manual_seed(5)
-    means = prior.means[torch.arange(2) % len(prior.means)].view(2, *prior.shape)
-    x0 = means + 0.2 * torch.randn(2, *prior.shape, generator=g, dtype=torch.float64)
-    y = measure(op, x0, sigma_y, [torch.Generator().manual_seed(s) for s in (7, 8)])
-    return op, y
-
-
-def dense(op, shape):
-    """H as a dense matrix ``[m, d]`` (the measured entries) and ``y`` flattened to them."""
-    d = math.prod(shape)
-    rows = op.H(torch.eye(d, dtype=torch.float64).view(d, *shape)).reshape(d, -1).T
-    keep = rows.abs().sum(1) > 0
-    return rows[keep], lambda y: y.reshape(y.shape[0], -1)[:, keep]
 
 
 # ----------------------------------------------------------------- the official loop, VP form
@@ -142,7 +124,7 @@ def official_ddnm(prior, op, y, sigmas, sigma_y, generators, eta):
     ("sr4x", 8, 0.1, 0.85), ("gblur", 8, 0.02, 0.85), ("ublur", 8, 0.0, 0.3)])
 def test_ddnm_matches_the_official_loop_in_vp_form(task, size, sigma_y, eta):
     prior = random_gmm(K=3, shape=(1, size, size), r=2, seed=2)
-    op, y = problem(task, size, sigma_y, prior)
+    op, y = measured_problem(task, size, sigma_y, prior)
     sigmas = karras_sigmas(6)
     hp = {} if eta == 0.85 else {"eta": eta}                # 0.85: the default (the official)
     ours = ddnm(prior, op, y, sigmas, sigma_y=sigma_y, generators=gens(), **hp)
@@ -154,7 +136,7 @@ def test_ddnm_matches_the_official_loop_in_vp_form(task, size, sigma_y, eta):
 @pytest.mark.parametrize("task", TASKS)
 def test_noiseless_outputs_satisfy_the_measurement(task):
     prior = random_gmm(K=2, shape=(1, 8, 8), r=2, seed=4)
-    op, y = problem(task, 8, 0.0, prior)
+    op, y = measured_problem(task, 8, 0.0, prior)
     x = ddnm(prior, op, y, karras_sigmas(3), sigma_y=0.0, generators=gens())
     torch.testing.assert_close(op.H(x), y, rtol=0, atol=1e-11)
 
@@ -189,7 +171,7 @@ def test_two_eta0_steps_on_a_gaussian_are_the_affine_maps(task, size, sigma_y):
     """From x_init at t = 1.5: a step to s = 0.1, then the last step to 0 (no noise anywhere:
     eta = 0, and at sigma_y > 0 every observed coordinate has s < sigma_y / s_i)."""
     prior = random_gmm(K=1, shape=(1, size, size), r=3, seed=6, floor=0.05)
-    op, y = problem(task, size, sigma_y, prior)
+    op, y = measured_problem(task, size, sigma_y, prior)
     H, flat = dense(op, prior.shape)
     if sigma_y > 0:
         assert 0.1 < sigma_y / torch.linalg.svdvals(H).max()
@@ -207,7 +189,7 @@ def test_two_eta0_steps_on_a_gaussian_are_the_affine_maps(task, size, sigma_y):
 # ------------------------------------------------------------------------------------- contract
 def test_one_network_call_per_step_and_iters_must_be_1():
     prior = random_gmm(K=2, r=2, seed=1)
-    op, y = problem("box25", 4, 0.1, prior)
+    op, y = measured_problem("box25", 4, 0.1, prior)
     counted = Counted(prior)
     ddnm(counted, op, y, karras_sigmas(5), sigma_y=0.1, generators=gens())
     assert counted.counts == {"D": 5}

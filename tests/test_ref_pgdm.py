@@ -15,12 +15,12 @@ import math
 import pytest
 import torch
 
-from mapbench.operators import get_operator, measure, randn_like_per_image
+from mapbench.operators import randn_like_per_image
 from mapbench.priors.gmm import GMMPrior
 from mapbench.schedule import karras_sigmas
 from mapbench.solvers import get_solver
 from mapbench.solvers.pgdm import pgdm_guidance
-from tests.conftest import random_gmm
+from tests.conftest import dense, measured_problem, random_gmm
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -30,24 +30,6 @@ EPS = 0.002
 
 def gens():
     return [torch.Generator().manual_seed(s) for s in SEEDS]
-
-
-def problem(task, size, sigma_y, prior):
-    """Ground truth near the prior's means, its measurement (float64) and the operator."""
-    op = get_operator(task, size)
-    g = torch.Generator().manual_seed(5)
-    means = prior.means[torch.arange(2) % len(prior.means)].view(2, *prior.shape)
-    x0 = means + 0.2 * torch.randn(2, *prior.shape, generator=g, dtype=torch.float64)
-    y = measure(op, x0, sigma_y, [torch.Generator().manual_seed(s) for s in (7, 8)])
-    return op, y
-
-
-def dense(op, shape):
-    """H as a dense matrix ``[m, d]`` (the measured entries) and ``y`` flattened to them."""
-    d = math.prod(shape)
-    rows = op.H(torch.eye(d, dtype=torch.float64).view(d, *shape)).reshape(d, -1).T
-    keep = rows.abs().sum(1) > 0
-    return rows[keep], lambda y: y.reshape(y.shape[0], -1)[:, keep]
 
 
 def near_mean(prior, t):
@@ -106,7 +88,7 @@ def pgdm_algorithm1(prior, op, y, sigmas, sigma_y, generators, eta):
     ("box50", 4, 0.0, {}), ("box50", 4, 0.1, {}), ("sr4x", 8, 0.1, {}), ("box25", 4, 0.1, {"eta": 0.4})])
 def test_pgdm_matches_algorithm1_in_vp_form(task, size, sigma_y, hp):
     prior = random_gmm(K=3, shape=(1, size, size), r=2, seed=2)
-    op, y = problem(task, size, sigma_y, prior)
+    op, y = measured_problem(task, size, sigma_y, prior)
     sigmas = karras_sigmas(6)
     ours = get_solver("pgdm", hp)(prior, op, y, sigmas, sigma_y=sigma_y, generators=gens(), iters=1)
     ref = pgdm_algorithm1(prior, op, y, sigmas, sigma_y, gens(), hp.get("eta", 1.0))
@@ -120,7 +102,7 @@ def test_pgdm_guidance_is_the_exact_likelihood_score_for_a_standard_normal_prior
     """For x0 ~ N(mu, I), p(x0 | x_t) = N(x_hat, r_t^2 I) with r_t^2 = t^2 / (1 + t^2) exactly, so
     p_t(y | x_t) = N(y; H x_hat, r_t^2 H H^T + sigma_y^2 I) and its gradient is PGDM's guidance."""
     prior = standard_normal_prior((1, size, size))
-    op, y = problem(task, size, sigma_y, prior)
+    op, y = measured_problem(task, size, sigma_y, prior)
     H, flat = dense(op, prior.shape)
     x = near_mean(prior, t)
     xg = x.clone().requires_grad_(True)
@@ -168,7 +150,7 @@ def map_ga_pgdm_algorithm3(prior, mask, y, sigmas, sigma_y, generators, iters, n
 def test_map_ga_pgdm_matches_algorithm3(network, sigma_y):
     prior = random_gmm(K=3, r=2, seed=2)
     prior.ode_steps = 3
-    op, y = problem("box50", 4, sigma_y, prior)
+    op, y = measured_problem("box50", 4, sigma_y, prior)
     sigmas = karras_sigmas(3)
     name = "map_ga_pgdm" if network == "consistency" else "map_ga_pgdm_d"
     ours = get_solver(name)(prior, op, y, sigmas, sigma_y=sigma_y, generators=gens(), iters=2)
@@ -180,7 +162,7 @@ def test_map_ga_pgdm_matches_algorithm3(network, sigma_y):
 def test_map_ga_pgdm_is_map_ga_np_when_sigma_y_is_below_eps():
     prior = random_gmm(K=3, r=2, seed=2)
     prior.ode_steps = 3
-    op, y = problem("box50", 4, 0.0, prior)
+    op, y = measured_problem("box50", 4, 0.0, prior)
     sigmas = karras_sigmas(3)
     ours = get_solver("map_ga_pgdm")(prior, op, y, sigmas, sigma_y=0.0, generators=gens(), iters=2)
     ref = get_solver("map_ga_np")(prior, op, y, sigmas, sigma_y=0.0, generators=gens(), iters=2)
@@ -193,7 +175,7 @@ def test_one_pgdm_step_of_algorithm3_is_the_exact_conditional_mean(task, size, s
     p(y | x_t) at t = sigma_y, renoised with variance eps^2 - eps^2 = 0. For x0 ~ N(mu0, I) this is
     E[x0 | x_t, y] = (I + I / t^2 + H^T H / sigma_y^2)^{-1} (mu0 + x_t / t^2 + H^T y / sigma_y^2)."""
     prior = standard_normal_prior((1, size, size))
-    op, y = problem(task, size, sigma_y, prior)
+    op, y = measured_problem(task, size, sigma_y, prior)
     H, flat = dense(op, prior.shape)
     t = sigma_y
     x_t = near_mean(prior, t)

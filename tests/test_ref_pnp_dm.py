@@ -28,11 +28,11 @@ import torch
 
 from mapbench.errors import UserError
 from mapbench.nfe import Counted
-from mapbench.operators import get_operator, measure, randn_like_per_image
+from mapbench.operators import randn_like_per_image
 from mapbench.oracle import Posterior
 from mapbench.schedule import karras_sigmas
 from mapbench.solvers.pnp_dm import likelihood_step, pnp_dm, prior_step
-from tests.conftest import random_gmm
+from tests.conftest import dense, measured_problem, random_gmm
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -41,24 +41,6 @@ SEEDS = [41, 42]
 
 def gens(seeds=SEEDS):
     return [torch.Generator().manual_seed(s) for s in seeds]
-
-
-def problem(task, size, sigma_y, prior, n=2):
-    """Ground truth near the prior's means, its measurement (float64) and the operator."""
-    op = get_operator(task, size)
-    g = torch.Generator().manual_seed(5)
-    means = prior.means[torch.arange(n) % len(prior.means)].view(n, *prior.shape)
-    x0 = means + 0.2 * torch.randn(n, *prior.shape, generator=g, dtype=torch.float64)
-    y = measure(op, x0, sigma_y, gens(range(7, 7 + n)))
-    return op, y
-
-
-def dense(op, shape):
-    """H as a dense matrix ``[m, d]`` (the measured entries) and ``y`` flattened to them."""
-    d = math.prod(shape)
-    rows = op.H(torch.eye(d, dtype=torch.float64).view(d, *shape)).reshape(d, -1).T
-    keep = rows.abs().sum(1) > 0
-    return rows[keep], lambda y: y.reshape(y.shape[0], -1)[:, keep]
 
 
 def gaussian(seed=3, shape=(1, 4, 4)):
@@ -142,7 +124,7 @@ def official_pnp_edm(prior, op, y, sigma_y, generators, K, N, rho, rho_decay_rat
     ("box50", 4, 0.2, 3, 2, {"rho0": 0.7, "decay": 0.8, "rho_min": 0.1}, True)])
 def test_pnp_dm_matches_the_official_loop(task, size, sigma_y, K, N, hp, warm):
     prior = random_gmm(K=3, shape=(1, size, size), r=2, seed=2)
-    op, y = problem(task, size, sigma_y, prior)
+    op, y = measured_problem(task, size, sigma_y, prior)
     x_init = 0.3 * torch.randn(2, 1, size, size, generator=torch.Generator().manual_seed(1),
                                dtype=torch.float64) if warm else None
     ours = pnp_dm(prior, op, y, karras_sigmas(K), sigma_y=sigma_y, generators=gens(), iters=N,
@@ -172,7 +154,7 @@ def likelihood_closed_form(op, shape, x, y, sigma_y, rho):
 def test_likelihood_step_is_the_exact_gaussian_conditional(task, size, sigma_y, rho):
     """``z = m + Sigma^{1/2} n``, ``n`` the step's own draw (the symmetric root is unique)."""
     shape = (1, size, size)
-    op, y = problem(task, size, sigma_y, random_gmm(K=2, shape=shape, seed=1))
+    op, y = measured_problem(task, size, sigma_y, random_gmm(K=2, shape=shape, seed=1))
     x = torch.randn(2, *shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     z = likelihood_step(op.svd(), x, y, sigma_y, rho, gens())
     mean, cov = likelihood_closed_form(op, shape, x, y, sigma_y, rho)
@@ -184,7 +166,7 @@ def test_likelihood_step_is_the_exact_gaussian_conditional(task, size, sigma_y, 
 
 def test_likelihood_step_draws_have_the_closed_form_mean_and_covariance():
     shape, sigma_y, rho, n = (1, 4, 4), 0.3, 0.6, 3000
-    op, y = problem("random70", 4, sigma_y, random_gmm(K=1, seed=1), n=1)
+    op, y = measured_problem("random70", 4, sigma_y, random_gmm(K=1, seed=1), n=1)
     x = torch.randn(1, *shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     z = likelihood_step(op.svd(), x.expand(n, *shape), y.expand(n, *shape), sigma_y, rho,
                         gens(range(n)))
@@ -219,7 +201,7 @@ def test_gibbs_chain_at_fixed_rho_reaches_the_posterior_at_noise_sqrt_sigma_y2_p
     rho^2) I) for a mask (H H^T = I): the posterior at the inflated noise, from H^+ y."""
     prior, mu, S = gaussian()
     sigma_y, rho, n = 0.0, 0.5, 500
-    op, y = problem("box50", 4, sigma_y, prior, n=1)
+    op, y = measured_problem("box50", 4, sigma_y, prior, n=1)
     x = pnp_dm(DenseGaussian(mu, S, prior.shape), op, y.expand(n, *prior.shape), karras_sigmas(10),
                sigma_y=sigma_y, generators=gens(range(n)), iters=25, rho0=rho, decay=1.0,
                rho_min=rho)
@@ -232,7 +214,7 @@ def test_gibbs_chain_at_fixed_rho_reaches_the_posterior_at_noise_sqrt_sigma_y2_p
 
 def test_network_calls_are_counted_and_rho_must_stay_above_sigma_min():
     prior = Counted(random_gmm(K=2, seed=1))
-    op, y = problem("box25", 4, 0.1, prior.prior)
+    op, y = measured_problem("box25", 4, 0.1, prior.prior)
     pnp_dm(prior, op, y, karras_sigmas(4), sigma_y=0.1, generators=gens(), iters=3)
     assert (prior.counts["D"], prior.nfe, prior.vjp) == (12, 12, 0)
     with pytest.raises(UserError, match="sigma_min"):
