@@ -283,7 +283,8 @@ def test_report_renders_in_chromium_with_every_category_and_no_errors(report):
                 else:
                     page.frame_locator("#app iframe").locator("table").first.wait_for()
             if category == "Tables":
-                assert len(labels) == 5 and any("Table 1: noiseless" in t for t in labels)
+                assert len(labels) == 6 and any("Table 1: noiseless" in t for t in labels)
+                assert any("Claims of the papers" in t for t in labels)
                 head = page.locator("#app table thead").inner_text().lower()
                 assert "sigma_y" in head and "start" in head
             if category == "Figures":                        # figure, sigma_y
