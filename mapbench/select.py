@@ -35,10 +35,6 @@ from mapbench.io import atomic_path
 CELL = ["dataset", "prior", "task", "sigma_y", "start", "solver"]
 CHOICE_COLUMNS = CELL + ["setting", "steps", "iters", "hp", "metric", "val_mean", "n_val", "n_fail",
                          "cost", "n_settings"]
-# Per-image metrics `mapbench solve` writes itself (the rest come from `mapbench evaluate`).
-SOLVE_METRICS = {"mse", "psnr", "consistency", "nfe", "vjp", "cost", "seconds", "peak_mem_mb",
-                 "logpost_gap", "logpost_gap_gt", "map_rmse", "logpost_map", "logpost",
-                 "logpost_gt", "map_improved"}
 HIGHER_IS_BETTER = {"psnr", "ssim", "logpost", "logpost_gt", "logpost_map"}
 
 

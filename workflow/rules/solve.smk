@@ -31,6 +31,7 @@ rule oracle:
     wildcard_constraints:
         prior=_alternatives(fit_priors()),
     threads: resource("solve", "threads", 1)
+    priority: 1  # the mixture prior's search waits for all of them
     resources:
         mem_mb=resource("solve", "mem_mb", 2000),
         runtime=resource("solve", "runtime", 30),
