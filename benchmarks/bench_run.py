@@ -121,7 +121,8 @@ def main(argv=None) -> int:
            "overhead_pct": 100 * (wall - ideal) / wall}
     by_rule = {}
     for j in jobs.values():
-        rule = "solve_group_*" if j["rule"].startswith("solve_group_") else j["rule"]
+        rule = next((f"{p}*" for p in ("solve_val_", "solve_test_") if j["rule"].startswith(p)),
+                    j["rule"])
         r = by_rule.setdefault(rule, {"rule": rule, "jobs": 0, "core_s": 0.0, "longest_s": 0.0})
         r["jobs"] += 1
         r["core_s"] += j["seconds"] * j["threads"]

@@ -16,6 +16,7 @@ from mapbench.errors import UserError
 COMMANDS = [
     "fetch_data",
     "fit_prior",
+    "sample_mixture",
     "train_denoiser",
     "distill_consistency",
     "sample_prior",
@@ -30,6 +31,7 @@ COMMANDS = [
     "plots",
     "figures",
     "oracle_report",
+    "network_error",
     "check",
     "list_names",
 ]

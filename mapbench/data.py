@@ -85,9 +85,10 @@ def build_from_idx(idx_dir: str | Path, out: str | Path, *, n_train: int, n_test
     return Path(out)
 
 
-def read_split(path: str | Path, split: str = "test") -> np.ndarray:
-    """One split of a dataset file as stored: uint8 ``[N, C, H, W]``; a missing, unreadable or
-    malformed file raises a one-line UserError naming it."""
+def read_split(path: str | Path, split: str = "test", floats: bool = False) -> np.ndarray:
+    """One split of a dataset file as stored: uint8 ``[N, C, H, W]`` (or float32 with ``floats``:
+    draws of a known prior, ``mapbench sample-mixture``); a missing, unreadable or malformed file
+    raises a one-line UserError naming it."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"dataset file not found: {path}")
@@ -98,8 +99,10 @@ def read_split(path: str | Path, split: str = "test") -> np.ndarray:
         raise UserError(f"{path}: has no split {split!r}") from None
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:  # truncated: BadZipFile
         raise UserError(f"{path}: not a readable dataset .npz ({e})") from None
-    if images.dtype != np.uint8 or images.ndim != 4:
-        raise UserError(f"{path}: split {split!r} must be uint8 [N, C, H, W], got {images.dtype} {images.shape}")
+    dtypes = (np.uint8, np.float32) if floats else (np.uint8,)
+    if images.dtype not in dtypes or images.ndim != 4:
+        raise UserError(f"{path}: split {split!r} must be {' or '.join(map(str, dtypes))} "
+                        f"[N, C, H, W], got {images.dtype} {images.shape}")
     return images
 
 

@@ -1,7 +1,10 @@
 """Network-evaluation counting: a wrapper around a prior, so solvers never count for themselves.
 
-``nfe`` counts forward calls of D and C and ``vjp`` counts backward passes through them; one call on
-a batch counts once (every image in the batch received one evaluation).
+``nfe`` counts network forwards of D and C and ``vjp`` the backward passes through them; one call on
+a batch counts once (every image in the batch received one evaluation). A call of C counts the
+prior's ``c_forwards`` (default 1): a C built from an ODE of D (``LearnedPrior`` without a distilled
+model: ``2 ode_steps`` denoiser forwards) counts every forward inside it, and a VJP through it as
+many VJPs.
 """
 from __future__ import annotations
 
@@ -14,14 +17,14 @@ class _CountBackward(torch.autograd.Function):
     """Identity whose backward pass increments a counter: counts VJPs through a network output."""
 
     @staticmethod
-    def forward(ctx, x, counter, key):
-        ctx.counter, ctx.key = counter, key
+    def forward(ctx, x, counter, key, n):
+        ctx.counter, ctx.key, ctx.n = counter, key, n
         return x.view_as(x)
 
     @staticmethod
     def backward(ctx, grad):
-        ctx.counter[ctx.key] += 1
-        return grad, None, None
+        ctx.counter[ctx.key] += ctx.n
+        return grad, None, None, None
 
 
 class Counted:
@@ -31,18 +34,19 @@ class Counted:
         self.prior = prior
         self.counts: Counter = Counter()
 
-    def _call(self, key, fn, x, sigma):
-        self.counts[key] += 1
+    def _call(self, key, fn, x, sigma, n=1):
+        self.counts[key] += n
         out = fn(x, sigma)
         if out.requires_grad:
-            out = _CountBackward.apply(out, self.counts, f"{key}_vjp")
+            out = _CountBackward.apply(out, self.counts, f"{key}_vjp", n)
         return out
 
     def denoise(self, x: torch.Tensor, sigma: float) -> torch.Tensor:
         return self._call("D", self.prior.denoise, x, sigma)
 
     def consistency(self, x: torch.Tensor, sigma: float) -> torch.Tensor:
-        return self._call("C", self.prior.consistency, x, sigma)
+        n = getattr(self.prior, "c_forwards", 1)
+        return self._call("C", self.prior.consistency, x, sigma, n)
 
     @property
     def nfe(self) -> int:

@@ -8,8 +8,9 @@ of one setting per cell made on the validation images alone.
   ``setting`` column carry it.
 - Its *cost* per image is in forward-equivalents, ``nfe + vjp_weight * vjp``, the network forwards
   and VJPs counted by :class:`mapbench.nfe.Counted`. :func:`counted_cost` counts them before
-  anything runs, on a one-image 8x8 problem: the counts depend on the solver, the setting, sigma_y
-  and the start, not on the image or the prior. The search keeps the settings within
+  anything runs, on a one-image 8x8 problem: the counts depend on the solver, the setting, sigma_y,
+  the start and the prior's forwards per call of C (``c_forwards``: more than one for a C built
+  from an ODE of D), not on the image or the prior's values. The search keeps the settings within
   ``cost.cap``, so every method is tuned at the same compute.
 - A *cell* (``CELL``) is one (dataset, prior, task, sigma_y, start, solver). :func:`choose` picks per
   cell the setting with the best mean of one per-image metric over the validation images (rows of
@@ -93,11 +94,14 @@ def search_space(block: dict) -> list[Setting]:
     return list(settings.values())
 
 
+@dataclass(frozen=True)
 class CountingPrior:
     """A stand-in network for counting: ``D(x, sigma) = C(x, sigma) = x / (1 + sigma^2)``, cheap and
-    differentiable. The solvers' control flow does not depend on the network's values, so
-    ``Counted`` around it counts what it counts around any prior (tests/test_select.py checks it)."""
+    differentiable, a call of C counting as ``c_forwards`` forwards (the real prior's). The solvers'
+    control flow does not depend on the network's values, so ``Counted`` around it counts what it
+    counts around any prior with that ``c_forwards`` (tests/test_select.py, tests/test_nfe.py)."""
 
+    c_forwards: int = 1
     kind = "counting"
 
     def denoise(self, x, sigma):
@@ -108,9 +112,10 @@ class CountingPrior:
 
 @functools.lru_cache(maxsize=None)
 def counted_calls(solver: str, steps: int, iters: int, sigma_y: float, start: str,
-                  hp_json: str = "{}") -> tuple[int, int]:
+                  hp_json: str = "{}", c_forwards: int = 1) -> tuple[int, int]:
     """(forwards, VJPs) per image of one run, counted by ``mapbench.nfe.Counted`` on a one-image
-    8x8 problem (task ``half``) with :class:`CountingPrior` as the network."""
+    8x8 problem (task ``half``) with :class:`CountingPrior` as the network, on a prior whose C
+    costs ``c_forwards`` forwards per call."""
     import torch
 
     from mapbench.operators import get_operator
@@ -119,16 +124,17 @@ def counted_calls(solver: str, steps: int, iters: int, sigma_y: float, start: st
     job = Job(solver, "half", float(sigma_y), int(steps), int(iters), start, 0, json.loads(hp_json))
     job.validate()
     x0 = torch.linspace(-0.5, 0.5, 64).reshape(1, 1, 8, 8)
-    _, metrics = run_batch(CountingPrior(), get_operator("half", 8), x0, ["00000"], job,
-                           oracle=False)
+    _, metrics = run_batch(CountingPrior(int(c_forwards)), get_operator("half", 8), x0, ["00000"],
+                           job, oracle=False)
     return int(metrics["nfe"][0]), int(metrics["vjp"][0])
 
 
 def counted_cost(solver: str, setting: Setting, sigma_y: float, start: str,
-                 vjp_weight: float) -> float:
-    """A setting's cost per image in forward-equivalents: ``nfe + vjp_weight * vjp``."""
+                 vjp_weight: float, c_forwards: int = 1) -> float:
+    """A setting's cost per image in forward-equivalents, ``nfe + vjp_weight * vjp``, on a prior
+    whose C costs ``c_forwards`` forwards per call."""
     nfe, vjp = counted_calls(solver, setting.steps, setting.iters, float(sigma_y), start,
-                             setting.hp_json)
+                             setting.hp_json, int(c_forwards))
     return nfe + vjp_weight * vjp
 
 

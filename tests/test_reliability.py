@@ -265,15 +265,28 @@ def test_killed_snakemake_then_rerun_incomplete_equals_uninterrupted(tmp_path, w
 # ---------------------------------------------------------------------------- corrupt shards
 
 def test_check_reads_the_key_of_every_shard_layout():
-    """`check` compares a shard's columns with its path: solve shards, evaluate shards per
-    (sigma_y, start) group and per task (`batch: task`); other paths promise nothing."""
+    """`check` compares a shard's columns with its path: solve shards of a setting (with and
+    without grid values) and of a grouped test process (its tag: no setting), evaluate shards per
+    (sigma_y, start) group and per task (`batch: task`), each of a split; other paths promise
+    nothing."""
     from mapbench.commands.check import expected_key
     task = {"dataset": "fm", "prior": "gmm", "task": "box50"}
-    assert expected_key("eval/fm/gmm/box50.parquet") == task
-    assert expected_key("eval/fm/gmm/box50/sy0.1/warm.parquet") == {**task, "sigma_y": 0.1, "start": "warm"}
-    assert expected_key("solve/fm/gmm/box50/sy0.0/noise/pgdm/s2_i1.parquet") == {
-        **task, "sigma_y": 0.0, "start": "noise", "solver": "pgdm", "steps": 2, "iters": 1}
-    assert expected_key("eval/fm/gmm/box50/other.parquet") is None
+    assert expected_key("eval/fm/gmm/box50/test.parquet") == {**task, "split": "test"}
+    assert expected_key("eval/fm/gmm/box50/sy0.1/warm/val.parquet") == {
+        **task, "sigma_y": 0.1, "start": "warm", "split": "val"}
+    cell = {**task, "sigma_y": 0.0, "start": "noise", "solver": "pgdm"}
+    assert expected_key("solve/fm/gmm/box50/sy0.0/noise/pgdm/val/s2_i1.parquet") == {
+        **cell, "split": "val", "setting": "s2_i1", "steps": 2, "iters": 1}
+    assert expected_key("solve/fm/gmm/box50/sy0.0/noise/pgdm/test/s5_i10_lr0.1_m10.parquet") == {
+        **cell, "split": "test", "setting": "s5_i10_lr0.1_m10", "steps": 5, "iters": 10}
+    assert expected_key("solve/fm/gmm/box50/sy0.0/noise/pgdm/test/g0123456789.parquet") == {
+        **cell, "split": "test"}
+    for other in ("eval/fm/gmm/box50/other.parquet", "eval/fm/gmm/box50.parquet",
+                  "solve/fm/gmm/box50/sy0.0/noise/pgdm/s2_i1.parquet",
+                  "solve/fm/gmm/box50/sy0.0/noise/pgdm/train/s2_i1.parquet",
+                  "solve/fm/gmm/box50/sy0.0/noise/pgdm/test/s2_i1x.parquet",
+                  "solve/fm/gmm/box50/sy0.0/noise/pgdm/test/g012345.parquet"):
+        assert expected_key(other) is None, other
 
 
 def test_corrupt_and_foreign_shards_fail_aggregation_and_are_listed_by_check(tmp_path, prior, capsys):
@@ -281,15 +294,15 @@ def test_corrupt_and_foreign_shards_fail_aggregation_and_are_listed_by_check(tmp
     assert cli(capsys, *solve_args(prior, good_src, solver="pgdm", steps=2, iters=1))[0] == 0
     root = tmp_path / "results"
     base = root / "shards/solve/fm/gmm/box50/sy0.0/noise"
-    good = base / "pgdm/s2_i1.parquet"
+    good = base / "pgdm/test/s2_i1.parquet"
     good.parent.mkdir(parents=True)
     shutil.copy(f"{good_src}.parquet", good)
     table = pq.read_table(good)
     bad = {
-        base / "pgdm/s3_i1.parquet": "unreadable",                           # truncated
-        base / "map_ga_d/s4_i2.parquet": "missing column 'status'",
-        base / "dps/s2_i1.parquet": "column 'value' has type string, expected double",
-        base / "ddrm/s2_i1.parquet": "column 'solver' holds 'pgdm', its path says 'ddrm'",
+        base / "pgdm/test/s3_i1.parquet": "unreadable",                           # truncated
+        base / "map_ga_d/test/s4_i2.parquet": "missing column 'status'",
+        base / "dps/test/s2_i1.parquet": "column 'value' has type string, expected double",
+        base / "ddrm/test/s2_i1.parquet": "column 'solver' holds 'pgdm', its path says 'ddrm'",
     }
     paths = list(bad)
     for p in paths:
@@ -299,7 +312,7 @@ def test_corrupt_and_foreign_shards_fail_aggregation_and_are_listed_by_check(tmp
     pq.write_table(table.set_column(table.schema.get_field_index("value"), "value",
                                     table.column("value").cast(pa.string())), paths[2])
     shutil.copy(good, paths[3])
-    (base / "pgdm/.s4_i1.parquet.x1y2.tmp").write_bytes(b"PAR1 half-written")  # killed writer
+    (base / "pgdm/test/.s4_i1.parquet.x1y2.tmp").write_bytes(b"PAR1 half-written")  # killed writer
 
     said = ["not a readable Parquet shard", "missing column 'status'", "'value' has type string"]
     for p, problem in zip(paths, said):                   # aggregation names the file and the problem

@@ -3,9 +3,11 @@ wrong with it (unreadable or truncated, missing column, wrong types, key columns
 with the shard's path). Exit 1 if any is bad, 0 (with a count) if none.
 
 Paths follow the workflow: ``shards/solve/{dataset}/{prior}/{task}/sy{sigma_y}/{start}/{solver}/
-s{steps}_i{iters}.parquet`` (one KEY per shard) and ``shards/eval/{dataset}/{prior}/{task}[/
-sy{sigma_y}/{start}].parquet`` (one evaluate group). Temporary files of interrupted writes (dot-files) are
-not shards and are skipped, as aggregation skips them.
+{split}/{stem}.parquet`` (one KEY per shard; ``stem`` the setting, e.g. ``s12_i1`` or ``s5_i1_m10``,
+or ``g<10 hex>``, the tag of a grouped test process, whose setting the path does not tell) and
+``shards/eval/{dataset}/{prior}/{task}[/sy{sigma_y}/{start}]/{split}.parquet`` (one evaluate group
+and split). Temporary files of interrupted writes (dot-files) are not shards and are skipped, as
+aggregation skips them.
 """
 from __future__ import annotations
 
@@ -13,9 +15,11 @@ import re
 from pathlib import Path
 
 SOLVE = re.compile(r"solve/(?P<dataset>[^/]+)/(?P<prior>[^/]+)/(?P<task>[^/]+)/sy(?P<sigma_y>[^/]+)/"
-                   r"(?P<start>[^/]+)/(?P<solver>[^/]+)/s(?P<steps>\d+)_i(?P<iters>\d+)\.parquet")
+                   r"(?P<start>[^/]+)/(?P<solver>[^/]+)/(?P<split>val|test)/"
+                   r"(?:(?P<setting>s(?P<steps>\d+)_i(?P<iters>\d+)(?:_[^/]*)?)|g[0-9a-f]{10})"
+                   r"\.parquet")
 EVAL = re.compile(r"eval/(?P<dataset>[^/]+)/(?P<prior>[^/]+)/(?P<task>[^/]+)"
-                  r"(?:/sy(?P<sigma_y>[^/]+)/(?P<start>[^/]+))?\.parquet")
+                  r"(?:/sy(?P<sigma_y>[^/]+)/(?P<start>[^/]+))?/(?P<split>val|test)\.parquet")
 
 
 def shard_root(results: str | Path) -> Path:

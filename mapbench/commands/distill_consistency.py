@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from mapbench.commands.train_denoiser import add_train_args, positive, setup, summary
+from mapbench.commands.train_denoiser import add_train_args, positive, setup, summary, warm_start
 
 
 def run(args) -> int:
@@ -19,7 +19,9 @@ def run(args) -> int:
     teacher, teacher_cfg = load_network(args.teacher, "denoiser")
     arch = teacher_cfg["arch"]
     teacher.to(device)
-    student = student_from_teacher(teacher, arch).to(device)
+    student = student_from_teacher(teacher, arch)
+    warm_start(student, "consistency", arch, args)
+    student.to(device)
     objective = ConsistencyDistillation(teacher, student, N=args.N, target_ema=args.target_ema,
                                         metric=args.metric, weights_dir=args.weights_dir)
     print(f"consistency model: {n_params(student)} parameters from {args.teacher}; N = {args.N}, "

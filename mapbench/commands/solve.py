@@ -91,7 +91,7 @@ def run(args) -> int:
     from mapbench.commands.oracle import load_map
     from mapbench.data import check_disjoint, load_ids, load_split, split_ids
     from mapbench.operators import get_operator
-    from mapbench.priors import load_prior
+    from mapbench.priors import ORACLE_KINDS, load_prior
     from mapbench.runner import Job
 
     torch.set_num_threads(args.threads)
@@ -112,7 +112,7 @@ def run(args) -> int:
     size = next(iter(images.values()))[0].shape[-1]
     ops = {task: get_operator(task, size) for task in dict.fromkeys(j.task for j in jobs)}
     prior = load_prior(args.prior, args.prior_kind)
-    oracle = args.oracle and args.prior_kind == "gmm"
+    oracle = args.oracle and args.prior_kind in ORACLE_KINDS
     maps = {}   # (oracle_map file, task, sigma_y, split) -> its exact MAPs, loaded once
     for job, r in zip(jobs, runs):
         x_all, labels, ids = images[r["split"]]

@@ -31,24 +31,23 @@ def add_train_args(p, *, steps: int, lr: float) -> None:
     p.add_argument("--state", default=None,
                    help="resumable training state (saved every --checkpoint-every steps; resumed if present)")
     p.add_argument("--checkpoint-every", type=positive, default=500)
+    p.add_argument("--init", default=None,
+                   help="start from this checkpoint's weights (a warm restart: Adam, warm-up and EMA start afresh)")
     p.add_argument("--threads", type=positive, default=2)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--out", required=True, help="checkpoint .pt (its config .json is written beside it)")
 
 
 def setup(args):
-    """Threads, device, the uint8 train images and the loop config."""
-    import numpy as np
+    """Threads, device, the train images and the loop config."""
     import torch
 
     from mapbench.commands.solve import pick_device
-    from mapbench.data import load_split
+    from mapbench.data import read_split
     from mapbench.train.loop import TrainConfig
     torch.set_num_threads(args.threads)
     device = pick_device(args.device)
-    load_split(args.data, "train", 1)                       # one-line errors for a bad dataset file
-    with np.load(args.data, allow_pickle=False) as f:
-        images = f["train"][:args.limit] if args.limit else f["train"]
+    images = read_split(args.data, "train", floats=True)[:args.limit]
     cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup=args.warmup,
                       ema_halflife_kimg=args.ema_halflife_kimg, xflip=args.xflip, seed=args.seed,
                       log_every=args.log_every, checkpoint_every=args.checkpoint_every)
@@ -57,14 +56,33 @@ def setup(args):
     return device, images, cfg
 
 
+def warm_start(net, network: str, arch: dict, args) -> None:
+    """``--init``: load a checkpoint's weights (same architecture) into ``net`` before training."""
+    if args.init is None:
+        return
+    from mapbench.priors.learned import load_network
+    init, init_cfg = load_network(args.init, network)
+    if init_cfg["arch"] != arch:
+        raise UserError(f"--init {args.init}: architecture {init_cfg['arch']} differs from {arch}")
+    net.load_state_dict(init.state_dict())
+
+
 def summary(args, cfg, history, seconds: float) -> dict:
+    """The training record of a checkpoint's config; for draws of a mixture (``sample-mixture``)
+    also the mixture's record, which the ``gmm_nets`` prior checks."""
     import dataclasses
+
+    import numpy as np
 
     from mapbench.data import sha256
     tail = [h[1] for h in history[-max(1, len(history) // 10):]]
+    with np.load(args.data, allow_pickle=False) as f:
+        mixture = {k.removeprefix("mixture_"): f[k].tolist() for k in f.files if k.startswith("mixture_")}
     return {"data": str(args.data), "data_sha256": sha256(args.data), "config": dataclasses.asdict(cfg),
-            "seconds": round(seconds, 1), "final_loss": sum(tail) / len(tail) if tail else None,
-            "seconds_per_step": history[-1][2] if history else None, "log": history}
+            "init": args.init, "seconds": round(seconds, 1),
+            "final_loss": sum(tail) / len(tail) if tail else None,
+            "seconds_per_step": history[-1][2] if history else None, "log": history,
+            **({"mixture": mixture} if mixture else {})}
 
 
 def run(args) -> int:
@@ -80,7 +98,9 @@ def run(args) -> int:
         raise UserError(f"{args.data}: images {list(images.shape[1:])} vs arch {args.arch}'s "
                         f"{[arch['img_channels'], arch['img_resolution'], arch['img_resolution']]}")
     torch.manual_seed(args.seed)                            # the initial weights
-    net = build("denoiser", arch).to(device)
+    net = build("denoiser", arch)
+    warm_start(net, "denoiser", arch, args)
+    net.to(device)
     print(f"denoiser {args.arch}: {n_params(net)} parameters; {len(images)} train images; "
           f"{cfg.steps} steps of batch {cfg.batch_size} on {device}", flush=True)
     t0 = time.perf_counter()

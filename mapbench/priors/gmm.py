@@ -120,6 +120,17 @@ class GMMPrior:
             x = x + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
         return x
 
+    def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """``n`` exact draws ``[n, C, H, W]`` (float64): ``k ~ w``, then ``x = mu_k + U_k
+        diag(s_k)^(1/2) z + v_k^(1/2) z'`` with standard normal ``z [r]``, ``z' [d]``."""
+        k = torch.multinomial(self.weights, n, replacement=True, generator=generator)
+        z = torch.randn(n, self.s.shape[1], generator=generator, dtype=torch.float64)
+        x = torch.randn(n, self.dim, generator=generator, dtype=torch.float64)
+        for j in k.unique().tolist():                                    # one component at a time
+            m = k == j
+            x[m] = self.means[j] + (self.s[j].sqrt() * z[m]) @ self.U[j].T + self.v[j].sqrt() * x[m]
+        return x.view(n, *self.shape)
+
     # --- persistence -------------------------------------------------------------------------
     def state_dict(self) -> dict:
         return {"weights": self.weights, "means": self.means, "U": self.U, "s": self.s,

@@ -18,7 +18,8 @@ The prior is named by a spec file (what the workflow's ``prior_spec`` rule write
 or by the denoiser's ``.pt`` (or its ``.json``) directly. Relative paths are relative to the spec.
 Without a distilled model, ``consistency(x, sigma)`` is the "ode" consistency function: the
 PF-ODE integrated from ``sigma`` to ``sigma_min`` by ``ode_steps`` differentiable Heun steps on a
-Karras grid (``2 ode_steps`` denoiser evaluations, counted by ``mapbench.nfe`` as one C call).
+Karras grid (``2 ode_steps`` denoiser evaluations: its ``c_forwards``, which ``mapbench.nfe`` counts
+per C call, and as many VJPs per backward pass through it).
 """
 from __future__ import annotations
 
@@ -38,6 +39,13 @@ from mapbench.schedule import SIGMA_MIN
 FORMAT = "mapbench.edm_unet/1"
 SPEC_KEYS = {"kind", "denoiser", "consistency", "ode_steps"}
 ODE_STEPS = 4
+
+
+def c_forwards(distilled: bool, ode_steps: int = ODE_STEPS) -> int:
+    """Network forwards per call of C: one of a distilled model; else the "ode" C's ``ode_steps``
+    Heun steps of two denoiser forwards each (every step ends above ``sigma_min``, so none is
+    Heun's last Euler step)."""
+    return 1 if distilled else 2 * ode_steps
 
 
 def config_path(path: str | Path) -> Path:
@@ -115,6 +123,11 @@ class LearnedPrior:
     source: str = "edm_unet prior"
 
     kind = "edm_unet"
+
+    @property
+    def c_forwards(self) -> int:
+        """Network forwards per call of ``consistency`` (``mapbench.nfe.Counted`` counts them)."""
+        return c_forwards(self.consistency_model is not None, self.ode_steps)
 
     def denoise(self, x: torch.Tensor, sigma: float) -> torch.Tensor:
         """``D(x, sigma) = E[x0 | x_sigma = x]``."""

@@ -55,8 +55,10 @@ def ema_update(ema: nn.Module, net: nn.Module, beta: float) -> None:
 
 
 def batch(images: np.ndarray, index: torch.Tensor, xflip: bool, generator: torch.Generator) -> torch.Tensor:
-    """uint8 images at ``index`` as floats in [-1, 1], each flipped left-right with probability 1/2."""
-    x = from_uint8(images[index.numpy()])
+    """The images at ``index`` as float32 (uint8 images mapped to [-1, 1], float ones as they are:
+    draws of a known prior), each flipped left-right with probability 1/2 under ``xflip``."""
+    picked = images[index.numpy()]
+    x = from_uint8(picked) if picked.dtype == np.uint8 else torch.from_numpy(picked).float()
     if xflip:
         flip = torch.rand(len(x), generator=generator) < 0.5
         x[flip] = x[flip].flip(-1)
@@ -65,7 +67,8 @@ def batch(images: np.ndarray, index: torch.Tensor, xflip: bool, generator: torch
 
 def train(net: nn.Module, objective, images: np.ndarray, cfg: TrainConfig, *,
           state_path: str | Path | None = None, log: Callable[[str], None] = print):
-    """Train ``net`` on uint8 ``images [N, C, H, W]`` for ``cfg.steps`` steps; returns the EMA
+    """Train ``net`` on ``images [N, C, H, W]`` (uint8, or float: see ``batch``) for ``cfg.steps``
+    steps; returns the EMA
     network (eval mode) and the history ``[[step, mean loss, seconds per step], ...]``.
 
     ``state_path``: resumable state, saved every ``cfg.checkpoint_every`` steps and at the end;

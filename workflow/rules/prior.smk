@@ -42,6 +42,7 @@ rule prior_spec:
         spec=lambda w: prior_spec(w.prior),
     wildcard_constraints:
         prior=_alternatives(spec_priors()),
+    priority: 2  # the learned prior's search (the run's longest chain) waits for it
     conda:
         "../envs/mapbench.yaml"
     log:
