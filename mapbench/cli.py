@@ -28,6 +28,7 @@ COMMANDS = [
     "aggregate",
     "tables",
     "claims",
+    "decomposition",
     "plots",
     "figures",
     "oracle_report",

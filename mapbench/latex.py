@@ -15,12 +15,12 @@ DISPLAY = {
     "map_ga_d_np": "MAP-GA(D,NP)", "map_ga_pgdm": "MAP-GA-PGDM", "map_ga_pgdm_d": "MAP-GA-PGDM(D)",
     "pgdm": "PGDM", "map_ga_momentum": "MAP-GA(mom.)", "map_ga_adam": "MAP-GA(Adam)",
     "vml_map": "VML-MAP", "dps": "DPS", "ddrm": "DDRM", "diffpir": "DiffPIR", "red_diff": "RED-diff",
-    "dmplug": "DMPlug", "pinv": r"$H^+ y$",
+    "dmplug": "DMPlug", "daps": "DAPS", "ddnm": "DDNM", "pnp_dm": "PnP-DM", "pinv": r"$H^+ y$",
 }
 # The paper lists the variants first and its baseline last.
 ORDER = ["map_ga_d_np", "map_ga_d", "map_ga_np", "map_ga", "map_ga_momentum", "map_ga_adam",
          "map_ga_pgdm_d", "map_ga_pgdm", "pgdm", "vml_map", "dps", "ddrm", "diffpir", "red_diff",
-         "dmplug", "pinv"]
+         "dmplug", "daps", "ddnm", "pnp_dm", "pinv"]
 LABELS = {"fid": "FID", "kid": "KID", "lpips": "LPIPS", "psnr": "PSNR", "ssim": "SSIM",
           "mse": "MSE", "logpost_gap": r"$\Delta\log p$", "map_rmse": "RMSE$_\\mathrm{MAP}$",
           "consistency": r"$\|Hx-y\|$", "nfe": "NFE", "cost": "cost", "seconds": "s",

@@ -17,6 +17,11 @@ of one setting per cell made on the validation images alone.
   split ``val``; rows of any other split never enter). A setting with failed images (not "ok" or not
   finite) ranks after every setting with fewer failures; equal means go to the cheaper setting, then
   to the first name. Nothing is chosen by a set-level metric (FID, KID).
+- A prior with ``settings_from`` (config; e.g. ``gmm_nets``: the mixture's oracle with learned
+  networks) searches nothing: :func:`inherit` gives each of its cells a copy of the choice of the
+  same cell of its source prior, ``from_prior`` naming the source (empty for a searched cell).
+  The copy keeps the source's validation mean, n_val, n_fail, cost and n_settings: the search
+  that chose the setting, on the source prior.
 """
 from __future__ import annotations
 
@@ -34,8 +39,9 @@ from mapbench.errors import UserError
 from mapbench.io import atomic_path
 
 CELL = ["dataset", "prior", "task", "sigma_y", "start", "solver"]
+RUN = [k for k in CELL if k != "prior"]   # a cell of any prior
 CHOICE_COLUMNS = CELL + ["setting", "steps", "iters", "hp", "metric", "val_mean", "n_val", "n_fail",
-                         "cost", "n_settings"]
+                         "cost", "n_settings", "from_prior"]
 HIGHER_IS_BETTER = {"psnr", "ssim", "logpost", "logpost_gt", "logpost_map"}
 
 
@@ -195,8 +201,33 @@ def choose(df: pd.DataFrame, metric_of, *, cap: float | None = None, space: dict
     space = space or {}
     best["hp"] = [json.dumps((space.get(solver) or {}).get(setting, {}), sort_keys=True)
                   for solver, setting in zip(best["solver"], best["setting"])]
+    best["from_prior"] = ""
     columns = list(dict.fromkeys(within + CHOICE_COLUMNS[len(CELL):]))
     return best[columns].sort_values(within, kind="stable").reset_index(drop=True)
+
+
+def inherit(choices: pd.DataFrame, settings_from: dict) -> pd.DataFrame:
+    """``choices`` (:func:`choose`'s, per cell) and, for each prior of ``settings_from`` (prior ->
+    ``{"prior": source, "cells": [[dataset, task, sigma_y, start, solver], ...]}``, its cells),
+    the source's row of each of its cells with ``prior`` renamed and ``from_prior`` the source. A
+    prior that chose settings of its own, or a cell its source has no choice for, is an error."""
+    copies = [choices]
+    for prior, spec in settings_from.items():
+        if not (isinstance(spec, dict) and set(spec) == {"prior", "cells"}
+                and all(len(c) == len(RUN) for c in spec["cells"])):
+            raise UserError(f"settings_from.{prior}: {spec!r} is not {{prior: its source, "
+                            f"cells: [[{', '.join(RUN)}], ...]}}")
+        if (choices["prior"] == prior).any():
+            raise UserError(f"prior {prior} takes its settings from {spec['prior']} but has "
+                            "validation rows of its own")
+        cells = pd.DataFrame(spec["cells"], columns=RUN).astype({"sigma_y": float})
+        rows = cells.merge(choices[choices["prior"] == spec["prior"]], on=RUN, how="left")
+        if rows["setting"].isna().any():
+            lost = rows[rows["setting"].isna()].iloc[0]
+            raise UserError(f"prior {prior}: no choice of prior {spec['prior']} for the cell "
+                            f"{', '.join(f'{k} {lost[k]}' for k in RUN)} to take the setting from")
+        copies.append(rows.assign(prior=prior, from_prior=spec["prior"])[choices.columns])
+    return pd.concat(copies, ignore_index=True)
 
 
 def read_choices(path: str | Path) -> pd.DataFrame:
@@ -222,7 +253,9 @@ def write_choices(choices: pd.DataFrame, out: str | Path) -> list[Path]:
 def markdown(choices: pd.DataFrame) -> str:
     """The choices as a Markdown table, one row per cell."""
     head = (f"# Chosen settings\n\nEach cell's setting, chosen by the mean of its selection metric "
-            f"over the validation images (n_val); cost: forward-equivalents per image.\n\n")
+            f"over the validation images (n_val); cost: forward-equivalents per image. A cell with "
+            f"from_prior runs the setting chosen for that prior's cell (config settings_from), and "
+            f"shows that search's numbers.\n\n")
     cols = CHOICE_COLUMNS
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for row in choices[cols].itertuples(index=False):

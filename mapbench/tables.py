@@ -22,7 +22,8 @@ Files written by :func:`write_all`: table1_noiseless.tex (sigma_y 0, start from 
 table2_warmstart.tex (sigma_y 0, the paper's Table 2 warm start), table3_noisy.tex (sigma_y > 0),
 ablation.tex (the validation search), oracle.tex (log-posterior gap, misfit and distance to the
 exact MAP, with the ground truth's own gap as reference row), an .html beside each, and
-all_tables.tex, a document that inputs them all (and claims.tex, ``mapbench.claims``, when there).
+all_tables.tex, a document that inputs them all (and claims.tex, ``mapbench.claims``, and
+decomposition.tex, ``mapbench.decomposition``, when there).
 """
 from __future__ import annotations
 
@@ -174,9 +175,11 @@ def caption_note(opts: Options, metrics: list[str], choices: pd.DataFrame | None
     how = {"bootstrap": f"mean over the test images with its {pct} bootstrap interval",
            "sem": r"mean over the test images $\pm$ standard error",
            "none": "mean over the test images"}[opts.interval]
-    by = (f" by {label(choices.loc[choices['prior'] == prior, 'metric'].iloc[0])}"
-          if choices is not None and (choices["prior"] == prior).any() else "")
-    parts = [f"Test images only: each method at the setting chosen{by} on the validation "
+    mine = choices[choices["prior"] == prior] if choices is not None else pd.DataFrame()
+    by = f" by {label(mine['metric'].iloc[0])}" if len(mine) else ""
+    source = mine["from_prior"].iloc[0] if len(mine) and "from_prior" in mine else None
+    where = f"for prior {latex_escape(source)} on its" if isinstance(source, str) and source else "on the"
+    parts = [f"Test images only: each method at the setting chosen{by} {where} validation "
              "images (results/selection/choices.md), named under it with its mean cost per image "
              "(forward-equivalents: network forwards + VJPs weighted by cost.vjp\\_weight). "
              f"Per-image metrics: {how}."]
@@ -324,7 +327,8 @@ def build_all(df: pd.DataFrame, opts: Options, choices: pd.DataFrame | None = No
 def write_all(df: pd.DataFrame, opts: Options, out_dir: str | Path,
               choices: pd.DataFrame | None = None) -> list[Path]:
     """Write every table (``.tex``, and ``.html`` beside it for the report) and ``all_tables.tex``
-    (a document that inputs them, and ``claims.tex`` where it exists) atomically."""
+    (a document that inputs them, and ``claims.tex``, ``decomposition.tex`` where they exist)
+    atomically."""
     out_dir = Path(out_dir)
     written = []
     for name, text in build_all(df, opts, choices).items():
@@ -333,6 +337,7 @@ def write_all(df: pd.DataFrame, opts: Options, out_dir: str | Path,
         written += [out_dir / name, html.write_beside(out_dir / name, text)]
     inputs = [rf"\input{{{n[:-4]}}}" for n in TABLE_FILES]
     inputs.append(r"\IfFileExists{claims.tex}{\input{claims}}{}")
+    inputs.append(r"\IfFileExists{decomposition.tex}{\input{decomposition}}{}")
     with atomic_path(out_dir / "all_tables.tex") as tmp:
         tmp.write_text(DOCUMENT % "\n\\clearpage\n".join(inputs))
     written.append(out_dir / "all_tables.tex")

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mapbench import aggregate, claims, shards, summarise, tables
+from mapbench import aggregate, claims, select, shards, summarise, tables
 from mapbench.cli import main
 
 N = 24
@@ -21,14 +21,15 @@ OFFSETS = {
 }
 
 
-def write_shards(root, prior="gmm", metric="logpost_gap", source="solve", tasks=("half",), n=N):
+def write_shards(root, prior="gmm", metric="logpost_gap", source="solve", tasks=("half",), n=N,
+                 offsets=OFFSETS):
     """Test shards (the chosen setting s5_i1) and a validation shard that must not count: every
     image's value is its difficulty (shared by all methods, sd 3) + the method's offset + noise
     (sd 0.3)."""
     rng = np.random.default_rng(0)
     difficulty = rng.normal(10, 3, n)
     for task in tasks:
-        for solver, starts in OFFSETS.items():
+        for solver, starts in offsets.items():
             for start, sigmas in starts.items():
                 for sigma_y, offset in sigmas.items():
                     for split in ("test", "val"):
@@ -126,3 +127,53 @@ def test_four_images_decide_nothing(tmp_path):
     assert set(checked["verdict"]) == {"inconclusive"} and set(checked["n"]) == {4}
     assert "| [-∞, ∞] | 4 | inconclusive |" in claims.markdown(checked, tables.Options())
     assert r"[-\infty,\,\infty]" in claims.latex(checked, tables.Options())
+
+
+# Issue 19: each new solver against the best earlier one. Validation values are the test values
+# negated, so the best earlier solver by validation mean (ddrm at sigma_y 0, diffpir at 0.1) is the
+# worst by test mean; a better validation mean of a new solver (ddnm), of another library's solver
+# and of a warm start must not make them the opponent.
+I19_OFFSETS = {
+    "diffpir": {"noise": {0.0: 0.0, 0.1: 2.0}},
+    "ddrm": {"noise": {0.0: 2.0, 0.1: 0.0}},
+    "pgdm": {"warm": {0.0: 6.0}},
+    "deepinv_diffpir": {"noise": {0.0: 5.0, 0.1: 5.0}},
+    "daps": {"noise": {0.0: 1.0, 0.1: 1.0}},
+    "ddnm": {"noise": {0.0: 3.0, 0.1: 3.0}},
+    "pnp_dm": {"noise": {0.0: 2.0, 0.1: -1.0}},
+}
+
+
+@pytest.fixture()
+def against_best(tmp_path):
+    write_shards(tmp_path / "shards", offsets=I19_OFFSETS)
+    df = aggregate.collect(aggregate.find_shards(tmp_path / "shards"))
+    choices = select.choose(df, "logpost_gap")
+    opts = tables.Options(bootstrap_resamples=500)
+    return claims.check(summarise.reported_rows(df, choices), opts, choices), df, opts
+
+
+def test_new_solvers_meet_the_best_earlier_solver_by_validation_mean(against_best):
+    checked, df, opts = against_best
+    assert verdicts(checked, "I19") == {
+        ("daps", "noise", "ddrm", "noise", 0.0): "better",
+        ("ddnm", "noise", "ddrm", "noise", 0.0): "worse",
+        ("pnp_dm", "noise", "ddrm", "noise", 0.0): "inconclusive",
+        ("daps", "noise", "diffpir", "noise", 0.1): "better",
+        ("ddnm", "noise", "diffpir", "noise", 0.1): "worse",
+        ("pnp_dm", "noise", "diffpir", "noise", 0.1): "better"}
+    row = checked[(checked.claim == "I19") & (checked.a == "pnp_dm")
+                  & (checked.sigma_y == 0.1)].iloc[0]
+    assert row["n"] == N and row["diff"] == pytest.approx(-3.0, abs=0.25) and row["hi"] < 0
+    # without the choices no earlier solver is named: no such comparison
+    assert "I19" not in set(claims.check(summarise.reported_rows(df), opts)["claim"])
+
+
+def test_comparisons_with_the_best_earlier_solver_render_as_better_or_worse(against_best):
+    checked, _, opts = against_best
+    md = claims.markdown(checked, opts)
+    assert "| I19 | issue 19 |" in md and "| gmm | 3 | 2 | 1 |" in md
+    assert "| I19 | DAPS vs DDRM | gmm | half | 0 | logpost_gap (lower is better) |" in md
+    tex = claims.latex(checked, opts)
+    assert "I19: DAPS vs best earlier & 0.1 &" in tex and r"{\scriptsize vs DiffPIR}" in tex
+    assert r"\textbf{B}" in tex and r"\textbf{W}" in tex and "validation mean" in tex

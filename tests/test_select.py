@@ -15,6 +15,7 @@ from mapbench.cli import main
 from mapbench.data import check_disjoint, split_ids
 from mapbench.errors import UserError
 from mapbench.select import CELL, Setting, choose, counted_calls, search_space, setting_name
+from mapbench.summarise import reported_rows
 
 
 # ---------------------------------------------------------------------------- the search space
@@ -144,6 +145,48 @@ def test_select_command_writes_the_choices(tmp_path, capsys):
     assert c[["setting", "steps", "iters", "hp"]].values.tolist() == [["s2_i2", 2, 2, '{"zeta": 1.0}']]
     assert json.loads((tmp_path / "choices.json").read_text())[0]["setting"] == "s2_i2"
     assert "| s2_i2 | 2 | 2 |" in (tmp_path / "choices.md").read_text()
+
+
+def test_a_settings_from_prior_copies_its_sources_choices_for_its_cells_only(tmp_path):
+    """`mapbench select` with `settings_from`: prior nets (cells: task half only) gets gmm's row of
+    each of its cells, prior renamed and from_prior gmm, so its test rows are reported at that
+    setting; test images (of either prior) cannot change them; a cell gmm has no choice for, or
+    validation rows of nets' own, are errors."""
+    val = pd.concat([frame({"s4_i1": [3.0, 5.0], "s2_i2": [2.0, 4.0]}),                   # s2_i2
+                     frame({"s4_i1": [1.0, 2.0], "s2_i2": [2.0, 4.0]}).assign(task="box50"),
+                     frame({"s4_i1": [1.0, 1.0], "s2_i2": [0.5, 4.0]}).assign(sigma_y=0.1)])
+    test = pd.concat([frame({"s4_i1": [0.0, 0.0], "s2_i2": [1e9, 1e9]}, split="test")
+                      .assign(prior=p, sigma_y=sigma)
+                      for p in ("gmm", "nets") for sigma in (0.0, 0.1)])
+    cells = [["d", "half", "0.0", "noise", "s"], ["d", "half", "0.1", "noise", "s"]]
+
+    def run(rows, name):
+        rows.to_parquet(tmp_path / f"{name}.parquet")
+        options = json.dumps({"metric": "logpost_gap", "space": {"s": {"s2_i2": {"zeta": 1.0}}},
+                              "settings_from": {"nets": {"prior": "gmm", "cells": cells}}})
+        assert main(["select", "--metrics", str(tmp_path / f"{name}.parquet"), "--options", options,
+                     "--out", str(tmp_path / f"{name}_choices.parquet")]) == 0
+        return select.read_choices(tmp_path / f"{name}_choices.parquet")
+
+    c = run(val, "val")
+    gmm, nets = (c[c["prior"] == p].reset_index(drop=True) for p in ("gmm", "nets"))
+    assert len(gmm) == 3 and (gmm["from_prior"] == "").all()
+    expected = gmm[gmm["task"] == "half"].reset_index(drop=True)
+    pd.testing.assert_frame_equal(nets, expected.assign(prior="nets", from_prior="gmm"))
+    assert nets[["sigma_y", "setting", "hp"]].values.tolist() == [[0.0, "s2_i2", '{"zeta": 1.0}'],
+                                                                  [0.1, "s4_i1", "{}"]]
+    pd.testing.assert_frame_equal(run(pd.concat([val, test]), "both"), c)
+    kept = reported_rows(pd.concat([val, test]), c)
+    assert sorted(set(zip(kept["prior"], kept["sigma_y"], kept["setting"]))) == [
+        ("gmm", 0.0, "s2_i2"), ("gmm", 0.1, "s4_i1"),
+        ("nets", 0.0, "s2_i2"), ("nets", 0.1, "s4_i1")]
+    assert "| s2_i2 | 2 | 2 |" in (tmp_path / "val_choices.md").read_text()
+    lost = {"nets": {"prior": "gmm", "cells": cells + [["d", "expand", "0.0", "noise", "s"]]}}
+    with pytest.raises(UserError, match="no choice of prior gmm for the cell .*task expand"):
+        select.inherit(choose(val, "logpost_gap"), lost)
+    own = choose(pd.concat([val, frame({"s4_i1": [1.0]}).assign(prior="nets")]), "logpost_gap")
+    with pytest.raises(UserError, match="nets takes its settings from gmm but has validation"):
+        select.inherit(own, {"nets": {"prior": "gmm", "cells": cells}})
 
 
 # ---------------------------------------------------------------------------- the splits

@@ -94,7 +94,8 @@ def test_default_config_runs_every_registered_solver_and_the_papers_masks():
 
 def default_plan(config: dict) -> dict:
     """From the default config alone: (prior, task, sigma_y, start, solver) -> the settings its
-    search runs (within cost.cap, as counted by mapbench.select)."""
+    search runs (within cost.cap, as counted by mapbench.select; none on a prior with
+    `settings_from`, which runs that prior's choices)."""
     from mapbench.select import counted_cost, search_space
     search = {}
     for prior, p in config["priors"].items():
@@ -104,8 +105,9 @@ def default_plan(config: dict) -> dict:
             for sigma in s.get("sigma_y", config["sigma_y"]):
                 for start in [st for st in s.get("starts", ["noise"]) if st == "noise" or sigma == 0]:
                     for task in p.get("tasks", config["tasks"]):
-                        search[(prior, task, sigma, start, name)] = [
-                            x.name for x in search_space(s) if counted_cost(
+                        search[(prior, task, sigma, start, name)] = [] if "settings_from" in p else [
+                            x.name for x in search_space({**s, **s.get("search", {}).get(prior, {})})
+                            if counted_cost(
                                 name, x, sigma, start, config["cost"]["vjp_weight"]) <= config["cost"]["cap"]]
     return search
 
@@ -114,10 +116,12 @@ def test_default_dry_run_lists_the_search_the_selection_and_the_test_runs(tmp_pa
     """`snakemake -n` on the default config, from a fresh directory: the validation search (every
     setting within the cost cap, in one process per batch group), the selection, and a test run of
     every cell (planned from the first setting until the selection has run), in every batch mode;
-    evaluate per group and split (the validation images only where LPIPS selects)."""
+    evaluate per group and split (the validation images only where LPIPS selects). The gmm_nets
+    prior searches nothing: its test runs take the mixture prior's choices."""
     config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
     search = default_plan(config)
-    assert all(search.values())
+    searched = {k for k, v in search.items() if v}
+    assert {k[0] for k in search if k not in searched} == {"gmm_nets"}
     name = {"group": lambda p, t, sy, st: "_".join([p, t, repr(float(sy)).replace(".", "_"), st]),
             "task": lambda p, t, sy, st: f"{p}_{t}", "prior": lambda p, t, sy, st: p}
     for shipped in ("data", "checkpoints"):   # a fresh clone: no results yet
@@ -133,15 +137,18 @@ def test_default_dry_run_lists_the_search_the_selection_and_the_test_runs(tmp_pa
         for split in ("val", "test"):
             assert sorted(n for n in counts if n.startswith(f"solve_{split}_")) == sorted(
                 {f"solve_{split}_fashion_mnist_{name[modes[k[0]]](*k[:4])}"
-                 for k in search if modes[k[0]] != "job"})
+                 for k in (searched if split == "val" else search) if modes[k[0]] != "job"})
             assert all(counts[n] == 1 for n in counts if n.startswith(f"solve_{split}_"))
         per_task = mode in ("task", "prior")
         groups = {k[:2] if per_task else k[:4] for k in search}
-        val_groups = {g for g in groups if config["priors"][g[0]]["kind"] != "gmm"}
+        val_groups = {k[:2] if per_task else k[:4] for k in searched
+                      if config["priors"][k[0]]["kind"] not in ("gmm", "gmm_nets")}
         assert counts["evaluate"] == len(groups) + len(val_groups)
         for rule in ("aggregate_val", "select", "aggregate_metrics", "make_tables", "make_plots",
-                     "make_figures", "all"):
+                     "make_figures", "make_decomposition", "all"):
             assert counts[rule] == 1
+        out = r.stdout + r.stderr
+        assert "/gmm_nets/" in out and not re.search(r"/gmm_nets/\S*/val/", out)
         assert "results/selection/choices.parquet" in r.stdout + r.stderr
 
 
@@ -177,6 +184,12 @@ def test_paper_dry_run_lists_the_grid_without_the_files(tmp_path):
     ({"cost": {"cap": 5}}, "solvers.map_ga: every setting costs more than cost.cap 5"),
     ({"select": {"metric": "fid"}}, "select.metric: fid is a set-level metric"),
     ({"select": {"metric": "lpips"}}, "which `evaluate` does not compute"),
+    ({"solvers": {"pgdm": {"budgets": [[2, 1]], "tasks": ["half"]}}},
+     "solvers.pgdm.tasks: ['half'] not in the configured tasks ['box50']"),
+    ({"solvers": {"pgdm": {"budgets": [[2, 1]], "search": {"g": {"budgets": [[2, 1]]}}}}},
+     "solvers.pgdm.search: ['g'] not in the configured priors"),
+    ({"solvers": {"pgdm": {"budgets": [[2, 1]], "search": {"gmm": {"budgets": [[3, 1]]}}}}},
+     "solvers.pgdm.search.gmm: ['s3_i1'] not in the solver's budgets x grid"),
 ])
 def test_bad_config_fails_before_any_job_naming_the_value(tmp_path, change, named):
     config = write_config(tmp_path, tiny_config(**change))
@@ -184,6 +197,37 @@ def test_bad_config_fails_before_any_job_naming_the_value(tmp_path, change, name
     assert r.returncode != 0
     assert named in r.stdout + r.stderr
     assert "Job stats" not in r.stdout + r.stderr
+
+
+def test_a_solvers_tasks_restrict_its_cells(tmp_path):
+    """`solvers.<name>.tasks`: a solver runs on those tasks only (Python and rule solvers)."""
+    config = tiny_config(batch="job", tasks=["box50", "half"])
+    config["solvers"]["pgdm"]["tasks"] = ["half"]
+    config["solvers"]["pinv"]["tasks"] = ["box50"]
+    r = snakemake("-n", "--configfile", str(write_config(tmp_path, config)), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = r.stdout + r.stderr
+    for task, solver, runs in (("half", "pgdm", True), ("box50", "pgdm", False),
+                               ("box50", "pinv", True), ("half", "pinv", False),
+                               ("box50", "map_ga", True), ("half", "map_ga", True)):
+        assert (f"/{task}/sy0.0/noise/{solver}/val/" in out) == runs, (task, solver)
+    counts = job_counts(out)
+    # map_ga: 2 tasks x 2 starts x (2 settings + 1 test run); pgdm: 1 task x 2 sigma_y x (2 + 1)
+    assert counts["solve"] == 12 + 6 and counts["solve_pinv"] == 1 * 2 * 2
+
+
+def test_a_priors_own_search_is_a_subset_of_its_solvers(tmp_path):
+    """`solvers.<name>.search.<prior>`: that prior's cells search only those of the solver's
+    settings; the other priors' cells search them all."""
+    config = tiny_config(batch="job")
+    config["priors"]["gmm_b"] = dict(config["priors"]["gmm"], seed=1)
+    config["solvers"]["pgdm"]["search"] = {"gmm_b": {"budgets": [[3, 1]]}}
+    r = snakemake("-n", "--configfile", str(write_config(tmp_path, config)), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = r.stdout + r.stderr
+    for prior, setting, runs in (("gmm", "s2_i1", True), ("gmm", "s3_i1", True),
+                                 ("gmm_b", "s2_i1", False), ("gmm_b", "s3_i1", True)):
+        assert (f"/{prior}/box50/sy0.1/noise/pgdm/val/{setting}.parquet" in out) == runs, (prior, setting)
 
 
 def test_python_solver_is_picked_up_without_editing_a_rule(tmp_path):
@@ -215,6 +259,46 @@ def test_missing_user_file_dry_runs_then_fails_naming_it(tmp_path):
     out = r.stdout + r.stderr
     assert "nowhere.npz" in out and "datasets.fm.path" in out
     assert not list((tmp_path / "results").rglob("*.parquet"))
+
+
+def test_a_gmm_nets_prior_runs_the_mixtures_choices_scored_by_its_oracle(tmp_path):
+    """A gmm_nets prior with `settings_from`: no validation runs; a test run per cell at the
+    setting chosen for the mixture's cell (here from choices on disk), scored with the mixture's
+    exact MAPs (no oracle job of its own); its missing denoiser trained on the mixture's draws;
+    the decomposition table. A mixture that is no gmm prior, or a cell the mixture lacks, fails."""
+    config = tiny_config(batch="job")
+    config["priors"]["nets"] = {"kind": "gmm_nets", "mixture": "gmm", "settings_from": "gmm",
+                                "denoiser": str(tmp_path / "missing.pt"),
+                                "solvers": ["map_ga", "pgdm"]}
+    (tmp_path / "results" / "selection").mkdir(parents=True)
+    pd.DataFrame([dict(dataset="fm", prior=p, task="box50", sigma_y=0.1, start="noise",
+                       solver="pgdm", setting="s3_i1") for p in ("gmm", "nets")]).to_parquet(
+        tmp_path / "results" / "selection" / "choices.parquet")
+    r = snakemake("-n", "-p", "--configfile", str(write_config(tmp_path, config)), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = r.stdout + r.stderr
+    assert not re.search(r"/nets/\S*/val/", out)
+    nets = "results/shards/solve/fm/nets/box50"
+    for run in ("sy0.1/noise/pgdm/test/s3_i1", "sy0.0/noise/pgdm/test/s2_i1",
+                "sy0.0/noise/map_ga/test/s2_i1", "sy0.0/warm/map_ga/test/s2_i1"):
+        assert f"{nets}/{run}.parquet" in out, run
+    assert "--prior-name nets --prior-kind gmm_nets" in out
+    assert "--oracle-map results/oracle/fm/gmm/box50/sy0.1.npz" in out
+    assert "results/oracle/fm/nets" not in out
+    assert re.search(r'"kind": "gmm_nets", "mixture": "\S*/results/priors/gmm.pt", "denoiser": '
+                     r'"\S*/results/train/gmm/denoiser.pt"', out)
+    counts = job_counts(out)
+    assert counts["solve"] == (4 + 4) + 4 + 4   # gmm: search and test runs; nets: test runs
+    assert counts["oracle"] == 2 and counts["make_decomposition"] == 1
+    assert counts["sample_mixture"] == counts["train_denoiser"] == 1
+    assert "distill_consistency" not in counts
+    for prior, change, named in (
+            ("nets", {"mixture": "fm"}, "priors.nets.mixture: 'fm' is not a configured gmm prior"),
+            ("gmm", {"solvers": ["map_ga", "pinv"]}, "priors.nets.settings_from: no searched cell")):
+        bad = json.loads(json.dumps(config))
+        bad["priors"][prior].update(change)
+        r = snakemake("-n", "--configfile", str(write_config(tmp_path, bad)), cwd=tmp_path)
+        assert r.returncode != 0 and named in r.stdout + r.stderr, (r.stdout + r.stderr)[-2000:]
 
 
 # ---------------------------------------------------------------------------- a tiny real run

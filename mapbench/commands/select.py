@@ -4,7 +4,8 @@ Reads an aggregated metrics table (the validation shards, ``mapbench aggregate``
 are ignored) and writes ``choices.parquet``, with ``choices.json`` and ``choices.md`` beside it:
 one row per (dataset, prior, task, sigma_y, start, solver) with the chosen setting, its steps,
 iters and hyper-parameters, the selection metric's mean over the validation images, n_val and
-the mean cost per image (``mapbench.select``).
+the mean cost per image (``mapbench.select``). A prior with ``settings_from`` (in --options) gets
+a copy of its source prior's row for each of its cells, ``from_prior`` naming the source.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ def run(args) -> int:
     cap = args.cap if args.cap is not None else options.get("cap")
     choices = select.choose(aggregate.read(args.metrics), metric, cap=cap,
                             space=options.get("space"))
+    choices = select.inherit(choices, options.get("settings_from") or {})
     for path in select.write_choices(choices, args.out):
         print(path)
     return 0
@@ -31,7 +33,9 @@ def register(sub) -> None:
                        "images (writes choices.parquet/.json/.md)")
     p.add_argument("--metrics", required=True, help="aggregated metrics .parquet with validation rows")
     p.add_argument("--options", help="JSON (or a JSON/YAML file): `metric` (a name, or prior -> "
-                   "name), `cap` (cost per image), `space` (solver -> setting -> hp)")
+                   "name), `cap` (cost per image), `space` (solver -> setting -> hp), "
+                   "`settings_from` (prior -> {prior: its source, cells: [[dataset, task, sigma_y, "
+                   "start, solver], ...]}: its rows copy the source's)")
     p.add_argument("--metric", help="the per-image selection metric for every prior (e.g. "
                    "logpost_gap, lpips, psnr)")
     p.add_argument("--cap", type=float, default=None,

@@ -13,6 +13,7 @@ from snakemake.utils import min_version, validate
 from mapbench.errors import UserError
 from mapbench.metrics import METRICS
 from mapbench.metrics.fid import SET_METRICS
+from mapbench.priors import ORACLE_KINDS
 from mapbench.select import CELL, counted_cost, search_space
 
 min_version("8.0")
@@ -102,6 +103,32 @@ def _check_registries():
 _check_registries()
 
 
+def _check_mixture_nets():
+    """A gmm_nets prior: the oracle of its `mixture`, a configured gmm prior (by default on that
+    prior's dataset); its networks train under {R}/train/<mixture>/, a name no dataset may have.
+    `settings_from` (any prior) names another prior that searches its own settings."""
+    for name, p in config["priors"].items():
+        source = p.get("settings_from")
+        if source is not None and (source == name or source not in config["priors"]
+                                   or "settings_from" in config["priors"][source]):
+            _fail(f"priors.{name}.settings_from: {source!r} is not another configured prior "
+                  "that searches its own settings")
+        if p["kind"] != "gmm_nets":
+            continue
+        mixture = config["priors"].get(p.get("mixture"), {})
+        if mixture.get("kind") != "gmm":
+            _fail(f"priors.{name}.mixture: {p.get('mixture')!r} is not a configured gmm prior "
+                  f"({', '.join(n for n, q in config['priors'].items() if q['kind'] == 'gmm')})")
+        if p["mixture"] in config["datasets"]:
+            _fail(f"priors.{name}.mixture: {p['mixture']!r} is also a dataset's name; rename the "
+                  f"prior (their networks would share {R}/train/{p['mixture']}/)")
+        if mixture.get("dataset"):
+            p.setdefault("dataset", mixture["dataset"])
+
+
+_check_mixture_nets()
+
+
 def sy(value):
     """sigma_y as it appears in paths (the {sigma_y} wildcard): 0.0, 0.05, 0.1."""
     return repr(float(value))
@@ -120,16 +147,23 @@ SETTINGS = {name: {s.name: s for s in search_space(block)}
 
 
 def _cells():
-    """Every cell of the config: dicts of strings, as in paths."""
+    """Every cell of the config: dicts of strings, as in paths. A prior's and a solver's own
+    `tasks` (and the solver's `sigma_y`, `starts`) restrict the cells of that prior and solver."""
+    from mapbench.operators import ALIASES
+
     cells = []
     for solver, s in config["solvers"].items():
+        tasks = [ALIASES.get(t, t) for t in s.get("tasks", config["tasks"])]
+        unknown = [t for t in tasks if t not in config["tasks"]]
+        if unknown:
+            _fail(f"solvers.{solver}.tasks: {unknown} not in the configured tasks {config['tasks']}")
         if not s.get("enabled", True):
             continue
         for dataset in config["datasets"]:
             for prior, p in config["priors"].items():
                 if p.get("dataset", dataset) != dataset or solver not in p.get("solvers", [solver]):
                     continue
-                for task in p.get("tasks", config["tasks"]):
+                for task in (t for t in p.get("tasks", config["tasks"]) if t in tasks):
                     for sigma in s.get("sigma_y", config["sigma_y"]):
                         for start in s.get("starts", ["noise"]):
                             if start == "warm" and float(sigma) != 0:
@@ -140,25 +174,58 @@ def _cells():
 
 
 def _search(cell):
-    """The settings a cell searches: its solver's, at most cost.cap forward-equivalents each."""
-    settings = list(SETTINGS[cell["solver"]].values())
+    """The settings a cell searches: its solver's (with `search.<prior>`, that prior's subset of
+    them), at most cost.cap forward-equivalents each (on its prior: a learned prior without a
+    distilled C pays its ODE's forwards per call of C)."""
+    from mapbench.priors.learned import ODE_STEPS, c_forwards
+
+    solver, prior = cell["solver"], cell["prior"]
+    block, settings = config["solvers"][solver], list(SETTINGS[solver].values())
+    own = block.get("search", {})
+    if unknown := sorted(set(own) - set(config["priors"])):
+        _fail(f"solvers.{solver}.search: {unknown} not in the configured priors")
+    if prior in own:
+        try:
+            names = [s.name for s in search_space({**block, **own[prior]})]
+        except UserError as e:
+            _fail(f"solvers.{solver}.search.{prior}: {e}")
+        if extra := [n for n in names if n not in SETTINGS[solver]]:
+            _fail(f"solvers.{solver}.search.{prior}: {extra} not in the solver's budgets x grid")
+        settings = [s for s in settings if s.name in names]
     if COST["cap"] is None or cell["solver"] in RULE_SOLVERS:
         return settings
+    p = config["priors"][cell["prior"]]
+    c = (c_forwards(bool(p.get("consistency")), p.get("ode_steps", ODE_STEPS))
+         if p["kind"] in ("edm_unet", "gmm_nets") else 1)
     try:
         costs = {s.name: counted_cost(cell["solver"], s, float(cell["sigma_y"]), cell["start"],
-                                      COST["vjp_weight"]) for s in settings}
+                                      COST["vjp_weight"], c) for s in settings}
     except UserError as e:
         _fail(f"solvers.{cell['solver']}: {e}")
     kept = [s for s in settings if costs[s.name] <= COST["cap"]]
     if not kept:
         _fail(f"solvers.{cell['solver']}: every setting costs more than cost.cap {COST['cap']:g} "
-              f"forward-equivalents per image at sigma_y {cell['sigma_y']}, start {cell['start']} "
+              f"forward-equivalents per image on prior {cell['prior']} (C: {c} network forwards "
+              f"per call) at sigma_y {cell['sigma_y']}, start {cell['start']} "
               f"(cheapest: {min(costs.values()):g})")
     return kept
 
 
+def chosen_from(cell):
+    """The cell whose chosen setting a cell runs (CELL values): its own, or for a prior with
+    `settings_from` (no search of its own: the same algorithm on other networks) that prior's."""
+    source = config["priors"][cell["prior"]].get("settings_from", cell["prior"])
+    return tuple(source if k == "prior" else cell[k] for k in CELL)
+
+
 CELLS = _cells()
-SEARCH = {tuple(c[k] for k in CELL): _search(c) for c in CELLS}
+SEARCH = {tuple(c[k] for k in CELL): _search(c) for c in CELLS
+          if "settings_from" not in config["priors"][c["prior"]]}
+for _c in CELLS:
+    if chosen_from(_c) not in SEARCH:
+        _fail(f"priors.{_c['prior']}.settings_from: no searched cell "
+              f"{dict(zip(CELL, chosen_from(_c)))} to take the setting from (restrict this "
+              "prior's tasks or solvers to those it has)")
 
 
 def job(cell, split, setting, stem=None):
@@ -168,7 +235,7 @@ def job(cell, split, setting, stem=None):
                 iters=str(setting.iters), stem=stem or setting.name)
 
 
-VAL_JOBS = [job(c, "val", s) for c in CELLS for s in SEARCH[tuple(c[k] for k in CELL)]]
+VAL_JOBS = [job(c, "val", s) for c in CELLS for s in SEARCH.get(tuple(c[k] for k in CELL), [])]
 
 CELL_PATH = "{dataset}/{prior}/{task}/sy{sigma_y}/{start}/{solver}"
 PATH = f"{CELL_PATH}/{{split}}/{{setting}}"
@@ -223,7 +290,7 @@ def select_metric(prior):
     exact oracle's log-posterior gap where it applies and LPIPS elsewhere."""
     metric = config["select"]["metric"]
     if metric == "auto":
-        return "logpost_gap" if config["priors"][prior]["kind"] == "gmm" else "lpips"
+        return "logpost_gap" if config["priors"][prior]["kind"] in ORACLE_KINDS else "lpips"
     return metric
 
 
@@ -248,11 +315,17 @@ _check_selection()
 
 
 def select_options():
-    """`mapbench select --options`: the metric per prior, the cost cap, each setting's hp."""
+    """`mapbench select --options`: the metric per prior, the cost cap, each setting's hp, and
+    per prior with `settings_from` its source and its cells (their rows copy the source's)."""
+    inherits = {p: {"prior": q["settings_from"],
+                    "cells": [[c[k] for k in CELL if k != "prior"]
+                              for c in CELLS if c["prior"] == p]}
+                for p, q in config["priors"].items() if "settings_from" in q}
     return json.dumps({"metric": {p: select_metric(p) for p in config["priors"]},
                        "cap": COST["cap"],
                        "space": {name: {k: s.hp for k, s in settings.items()}
-                                 for name, settings in SETTINGS.items()}})
+                                 for name, settings in SETTINGS.items()},
+                       "settings_from": inherits})
 
 
 def _read_choices(path):
@@ -267,10 +340,12 @@ _CHOICES_READ = {}   # the choices file, read once per version (its mtime)
 
 
 def chosen_settings(checkpoint=True):
-    """Cell (CELL values, as strings) -> the chosen setting's name. With ``checkpoint``, through
-    the checkpoint `select`: until its output is current the caller waits for it, except in a dry
-    run, which plans the test jobs from the choices on disk (and, where there are none yet, each
-    cell's first setting), so `snakemake -n` lists them."""
+    """Cell (CELL values, as strings) -> the chosen setting's name: the cell's row of the choices
+    (for a prior with `settings_from`, the copy `select` makes of its source's row), the row its
+    reported test rows are kept by. With ``checkpoint``, through the checkpoint `select`: until
+    its output is current the caller waits for it, except in a dry run, which plans the test jobs
+    from the choices on disk (and, where there are none yet, each cell's first setting), so
+    `snakemake -n` lists them."""
     from snakemake.exceptions import IncompleteCheckpointException
 
     dry = False
@@ -288,8 +363,9 @@ def chosen_settings(checkpoint=True):
             _CHOICES_READ.update(stamp=stamp, choices=_read_choices(CHOICES))
         chosen = _CHOICES_READ["choices"]
     out = {}
-    for key, search in SEARCH.items():
-        names = [s.name for s in search]
+    for cell in CELLS:
+        key = tuple(cell[k] for k in CELL)
+        names = [s.name for s in SEARCH[chosen_from(cell)]]
         if chosen.get(key) in names:
             out[key] = chosen[key]
         elif dry:
@@ -362,8 +438,9 @@ def solve_outputs(pattern):
 
 
 def val_eval_priors():
-    """The priors whose validation images are evaluated: those selected by an evaluate metric."""
-    return [p for p in config["priors"] if eval_selects(p)]
+    """The priors whose validation images are evaluated: those searching their own settings by
+    an evaluate metric."""
+    return [p for p, q in config["priors"].items() if eval_selects(p) and "settings_from" not in q]
 
 
 def eval_outputs(splits=("val", "test")):
@@ -437,7 +514,12 @@ def prior_file(prior):
 
 
 # ---------------------------------------------------------------------------- trained priors
-TRAINED = f"{R}/train/{{dataset}}/{{network}}.pt"
+# The workflow trains the networks of edm_unet priors on their dataset's images and those of
+# gmm_nets priors on exact draws of their mixture (rule sample_mixture). A network's `source`
+# names its training set (the dataset, or the mixture prior) and its directory {R}/train/<source>/.
+TRAINED_KINDS = ("edm_unet", "gmm_nets")
+TRAINED = f"{R}/train/{{source}}/{{network}}.pt"
+DRAWS = f"{R}/train/{{source}}/draws.npz"
 SAMPLES = f"{R}/priors/{{prior}}/samples"
 
 
@@ -445,26 +527,58 @@ def learned_priors():
     return [n for n, p in config["priors"].items() if p["kind"] == "edm_unet"]
 
 
+def trained_priors():
+    return [n for n, p in config["priors"].items() if p["kind"] in TRAINED_KINDS]
+
+
+def network_source(prior):
+    """What a prior's networks are trained on: its mixture's draws (gmm_nets), else its dataset."""
+    p = config["priors"][prior]
+    return p["mixture"] if p["kind"] == "gmm_nets" else prior_dataset(prior)
+
+
+def network_sources():
+    return list(dict.fromkeys(network_source(n) for n in trained_priors()))
+
+
+def mixture_sources():
+    return list(dict.fromkeys(p["mixture"] for p in config["priors"].values()
+                              if p["kind"] == "gmm_nets"))
+
+
 def network_file(prior, key):
     """A prior's `denoiser` / `consistency` file: the configured file when it exists. For an
-    edm_unet prior, a configured file that is missing (and an unset `denoiser`) is trained by the
-    workflow into {R}/train/<dataset>/; for other kinds a missing file stops the run, named."""
+    edm_unet or gmm_nets prior, a configured file that is missing (and an unset `denoiser`) is
+    trained by the workflow into {R}/train/<source>/; for other kinds a missing file stops the
+    run, named."""
     p = config["priors"][prior]
     path = p.get(key)
     missing = not os.path.exists(os.path.expanduser(path)) if path else key == "denoiser"
-    if p["kind"] == "edm_unet" and missing:
-        return TRAINED.format(dataset=prior_dataset(prior), network=key)
+    if p["kind"] in TRAINED_KINDS and missing:
+        return TRAINED.format(source=network_source(prior), network=key)
     return user_file(path, f"priors.{prior}.{key}") if path else None
 
 
-def teacher(dataset):
-    """The denoiser a dataset's consistency model is distilled from: its first learned prior's."""
-    return next(network_file(n, "denoiser") for n in learned_priors() if prior_dataset(n) == dataset)
+def training_data(source):
+    """A source's training set: the mixture's draws, or the dataset's file."""
+    return DRAWS.format(source=source) if source in mixture_sources() else dataset_file(source)
+
+
+def train_settings(source, network):
+    """A source's training settings of `network` (denoiser, consistency): `train.gmm_nets.<network>`
+    for a mixture's draws, else `train.<network>`."""
+    return (config["train"]["gmm_nets"] if source in mixture_sources() else config["train"])[network]
+
+
+def teacher(source):
+    """The denoiser a source's consistency model is distilled from: its first prior's."""
+    return next(network_file(n, "denoiser") for n in trained_priors() if network_source(n) == source)
 
 
 def trained_networks():
-    """(dataset, network) of every network the learned priors name (`snakemake train` makes them)."""
-    return list(dict.fromkeys((prior_dataset(n), key) for n in learned_priors()
+    """(source, network) of every network the priors with trained networks name (`snakemake
+    train` makes them)."""
+    return list(dict.fromkeys((network_source(n), key) for n in trained_priors()
                               for key in ("denoiser", "consistency")
                               if key == "denoiser" or config["priors"][n].get("consistency")))
 
@@ -476,7 +590,8 @@ def cli_flags(settings, keys=None):
     for key, value in settings.items():
         if (keys is not None and key not in keys) or value is None or value is False:
             continue
-        flags.append(f"--{key.replace('_', '-')}" + ("" if value is True else f" {shlex.quote(str(value))}"))
+        text = value if isinstance(value, str) else json.dumps(value)   # a dict as JSON
+        flags.append(f"--{key.replace('_', '-')}" + ("" if value is True else f" {shlex.quote(text)}"))
     return " ".join(flags)
 
 
@@ -490,17 +605,21 @@ def sample_outputs():
 
 
 def has_oracle(prior, task):
-    """The exact oracle covers Gaussian-mixture priors (every registered operator)."""
-    return config["priors"][prior]["kind"] == "gmm"
+    """The exact oracle covers Gaussian-mixture priors and networks trained on one (every
+    registered operator)."""
+    return config["priors"][prior]["kind"] in ORACLE_KINDS
 
 
 ORACLE = f"{R}/oracle/{{dataset}}/{{prior}}/{{task}}/sy{{sigma_y}}.npz"
 
 
 def oracle_file(dataset, prior, task, sigma_y, **_):
-    """The exact MAPs of one (task, sigma_y), shared by all solvers; None where no oracle applies."""
+    """The exact MAPs of one (task, sigma_y), shared by all solvers and by the gmm_nets priors of
+    the mixture (the same measurements, the same MAPs); None where no oracle applies."""
     if has_oracle(prior, task):
-        return ORACLE.format(dataset=dataset, prior=prior, task=task, sigma_y=sigma_y)
+        p = config["priors"][prior]
+        mixture = p["mixture"] if p["kind"] == "gmm_nets" else prior
+        return ORACLE.format(dataset=dataset, prior=mixture, task=task, sigma_y=sigma_y)
     return None
 
 
@@ -561,16 +680,21 @@ def oracle_flag(wildcards, input):
     return f"--oracle-map {shlex.quote(input.oracle_map)}" if "oracle_map" in input.keys() else ""
 
 
-def prior_spec(prior):
-    """The JSON spec `mapbench solve --prior` reads for a checkpoint or learned prior (absolute
-    paths; a learned prior without `consistency` gets `ode_steps` Heun steps of the PF-ODE as C)."""
+def spec_files(prior):
+    """The files a prior's spec names: its networks and, for gmm_nets, its mixture's fitted file."""
     p = config["priors"][prior]
-    spec = {"kind": p["kind"]}
-    for key in ("denoiser", "consistency"):
-        path = network_file(prior, key)
-        if path:
-            spec[key] = os.path.abspath(os.path.expanduser(path))
-    if p["kind"] == "edm_unet" and p.get("ode_steps"):
+    files = {"mixture": prior_file(p["mixture"])} if p["kind"] == "gmm_nets" else {}
+    files.update((key, f) for key in ("denoiser", "consistency") if (f := network_file(prior, key)))
+    return files
+
+
+def prior_spec(prior):
+    """The JSON spec `mapbench solve --prior` reads for a checkpoint, learned or gmm_nets prior
+    (absolute paths; networks without `consistency` get `ode_steps` Heun steps of the PF-ODE as C)."""
+    p = config["priors"][prior]
+    spec = {"kind": p["kind"], **{key: os.path.abspath(os.path.expanduser(f))
+                                  for key, f in spec_files(prior).items()}}
+    if p["kind"] in TRAINED_KINDS and p.get("ode_steps"):
         spec["ode_steps"] = p["ode_steps"]
     return json.dumps(spec)
 

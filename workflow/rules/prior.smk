@@ -1,6 +1,7 @@
 # Priors: the Gaussian mixture is fitted from the dataset's training split; other kinds
-# (checkpoint: published weights the user supplies; edm_unet: trained by workflow/rules/train.smk)
-# get a small spec file naming their files.
+# (checkpoint: published weights the user supplies; edm_unet: trained by workflow/rules/train.smk;
+# gmm_nets: a fitted mixture's oracle with networks trained on its draws, train.smk) get a small
+# spec file naming their files.
 
 
 rule fit_prior:
@@ -35,7 +36,7 @@ rule fit_prior:
 
 rule prior_spec:
     input:
-        lambda w: [f for f in (network_file(w.prior, k) for k in ("denoiser", "consistency")) if f],
+        lambda w: list(spec_files(w.prior).values()),
     output:
         f"{R}/priors/{{prior}}.json",
     params:

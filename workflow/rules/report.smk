@@ -10,7 +10,8 @@ from mapbench.html import fid_summary  # the sample check's report labels (train
 
 # The report items of the tables and figures: name -> labels (captions: workflow/report/<name>.rst).
 # Each table's item is its HTML page, written beside its .tex (mapbench.html.write_beside). Another
-# table of `mapbench tables` is one more line here; the claims table is made by its own rule.
+# table of `mapbench tables` is one more line here; the claims table and the decomposition are
+# made by rules of their own.
 REPORT_TABLES = {
     "table1_noiseless": {"table": "Table 1: noiseless", "sigma_y": "0", "start": "noise"},
     "table2_warmstart": {"table": "Table 2: warm start", "sigma_y": "0", "start": "warm"},
@@ -19,6 +20,10 @@ REPORT_TABLES = {
     "ablation": {"table": "Ablation: the validation search", "sigma_y": "all",
                  "start": "noise, warm"},
 }
+# The decomposition (mapbench.decomposition): each gmm_nets prior against its mixture's exact D, C.
+PAIRS = " ".join(f"--pair {n}={p['mixture']}" for n, p in config["priors"].items()
+                 if p["kind"] == "gmm_nets")
+DECOMPOSITION = [f"{R}/tables/decomposition.{ext}" for ext in ("tex", "md")] if PAIRS else []
 REPORT_FIGURES = {
     "masks": {"figure": "masks", "sigma_y": "-"},
     **{f"restored_{k}": {"figure": "restored images",
@@ -34,6 +39,7 @@ localrules:
     aggregate_metrics,
     make_tables,
     make_claims,
+    make_decomposition,
     make_plots,
     make_figures,
     tables,
@@ -55,12 +61,14 @@ rule aggregate_metrics:
 
 
 # Tables 1-3 and the oracle table: the test images at the chosen settings (choices.parquet); the
-# ablation table: the validation search. all_tables.tex inputs claims.tex too.
+# ablation table: the validation search. all_tables.tex inputs claims.tex (and the
+# decomposition, where a gmm_nets prior runs) too.
 rule make_tables:
     input:
         metrics=f"{R}/metrics.parquet",
         choices=CHOICES,
         claims=f"{R}/tables/claims.tex",
+        decomposition=DECOMPOSITION,
     output:
         TABLES,
         [report(f"{R}/tables/{name}.html", caption=f"../report/{name}.rst", category="Tables",
@@ -102,6 +110,33 @@ rule make_claims:
         f"{R}/logs/make_claims.log",
     shell:
         "{params.mb} claims {input.metrics} --choices {input.choices} "
+        "--options {params.options:q} --out-dir {params.out_dir} > {log} 2>&1"
+
+
+# The network's part of the oracle's gap: each gmm_nets prior's test runs against its mixture's
+# at the same settings, on the same images (mapbench.decomposition).
+rule make_decomposition:
+    input:
+        metrics=f"{R}/metrics.parquet",
+        choices=CHOICES,
+    output:
+        DECOMPOSITION,
+        report(f"{R}/tables/decomposition.html", caption="../report/decomposition.rst",
+               category="Tables", labels={"table": "Decomposition: algorithm and network",
+                                          "sigma_y": "all", "start": "noise, warm"}),
+    params:
+        mb=MAPBENCH,
+        pairs=PAIRS,
+        options=report_options(),
+        out_dir=lambda w, output: os.path.dirname(output[0]),
+    message:
+        "decomposition: the algorithm's and the network's part of the oracle's gap, under {params.out_dir}"
+    conda:
+        "../envs/mapbench.yaml"
+    log:
+        f"{R}/logs/make_decomposition.log",
+    shell:
+        "{params.mb} decomposition {input.metrics} {params.pairs} --choices {input.choices} "
         "--options {params.options:q} --out-dir {params.out_dir} > {log} 2>&1"
 
 
@@ -166,8 +201,10 @@ rule tables:
         metrics=f"{R}/metrics.parquet",
         tables=f"{R}/tables",
         plots=f"{R}/plots",
+        decomposition=(f"{MAPBENCH} decomposition {R}/metrics.parquet {PAIRS} --options "
+                       f"{shlex.quote(report_options())} --out-dir {R}/tables && ") if PAIRS else "",
     message:
-        "tables, claims, plots and figures from the shards present"
+        "tables, claims, the decomposition, plots and figures from the shards present"
     conda:
         "../envs/mapbench.yaml"
     log:
@@ -175,6 +212,7 @@ rule tables:
     shell:
         "( {params.mb} aggregate --root {params.shards} --out {params.metrics} && "
         "{params.mb} claims {params.metrics} --options {params.options:q} --out-dir {params.tables} && "
+        "{params.decomposition}"
         "{params.mb} tables --metrics {params.metrics} --options {params.options:q} --out-dir {params.tables} && "
         "{params.mb} plots --metrics {params.metrics} --options {params.options:q} --out-dir {params.plots} && "
         "{params.mb} figures --metrics {params.metrics} --images-root {params.images_root} "

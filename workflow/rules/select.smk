@@ -1,9 +1,11 @@
 # The selection: every cell's setting, chosen on the validation images alone (mapbench.select).
 # aggregate_val gathers the validation search (and, where a prior is selected by an evaluate
 # metric such as LPIPS, its validation evaluate shards); the checkpoint `select` writes
-# choices.parquet (.json, .md). The test runs (solve.smk) are planned from it, but none takes it
-# as an input: a new choice file re-runs only the test runs whose choice changed (their files are
-# named by it), and test results cannot reach the choice.
+# choices.parquet (.json, .md), where a prior with `settings_from` (no search of its own) has a
+# copy of its source prior's row per cell (select_options passes its cells). The test runs
+# (solve.smk) are planned from it, but none takes it as an input: a new choice file re-runs only
+# the test runs whose choice changed (their files are named by it), and test results cannot reach
+# the choice.
 
 
 localrules:

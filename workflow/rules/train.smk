@@ -1,8 +1,10 @@
-# Priors trained by the workflow (kind edm_unet): the data fetched from a package registry, the EDM
-# denoiser (Karras et al. 2022), the consistency model distilled from it (Song et al. 2023) and
-# the sample check (grid + FID per sampler). A configured checkpoint that exists is used as is;
-# these rules run only when one is missing or when asked (`snakemake train`). Trained networks
-# are per dataset, under {R}/train/{dataset}/; their settings are the config's `train:` block.
+# Networks trained by the workflow: the data fetched from a package registry, the EDM denoiser
+# (Karras et al. 2022), the consistency model distilled from it (Song et al. 2023) and the sample
+# check (grid + FID per sampler). A configured checkpoint that exists is used as is; these rules
+# run only when one is missing or when asked (`snakemake train`). Trained networks are per
+# training set, under {R}/train/{source}/: a dataset's images (edm_unet priors; settings
+# `train.denoiser`, `train.consistency`) or a fitted mixture's exact draws (gmm_nets priors;
+# rule sample_mixture, settings `train.gmm_nets`).
 # fetch_data needs the package registries: it runs on the submitting host.
 localrules:
     fetch_data,
@@ -25,17 +27,37 @@ rule fetch_data:
         "{params.mb} fetch-data {params.fetch} --out {output} > {log} 2>&1"
 
 
-rule train_denoiser:
+rule sample_mixture:
     input:
-        data=lambda w: dataset_file(w.dataset),
+        lambda w: prior_file(w.source),
     output:
-        pt=f"{R}/train/{{dataset}}/denoiser.pt",
-        json=f"{R}/train/{{dataset}}/denoiser.json",
+        DRAWS,
     params:
         mb=MAPBENCH,
-        args=lambda w: cli_flags(config["train"]["denoiser"]),
-        state=f"{R}/train/{{dataset}}/denoiser.state.pt",
+        args=cli_flags(config["train"]["gmm_nets"]["draws"]),
+    wildcard_constraints:
+        source=_alternatives(mixture_sources()),
+    conda:
+        "../envs/mapbench.yaml"
+    log:
+        f"{R}/logs/train/{{source}}/draws.log",
+    shell:
+        "{params.mb} sample-mixture --prior {input} {params.args} --out {output} > {log} 2>&1"
+
+
+rule train_denoiser:
+    input:
+        data=lambda w: training_data(w.source),
+    output:
+        pt=f"{R}/train/{{source}}/denoiser.pt",
+        json=f"{R}/train/{{source}}/denoiser.json",
+    params:
+        mb=MAPBENCH,
+        args=lambda w: cli_flags(train_settings(w.source, "denoiser")),
+        state=f"{R}/train/{{source}}/denoiser.state.pt",
         device=config["device"],
+    wildcard_constraints:
+        source=_alternatives(network_sources()),
     threads: resource("train_denoiser", "threads", 2)
     resources:
         mem_mb=resource("train_denoiser", "mem_mb", 4000),
@@ -44,9 +66,9 @@ rule train_denoiser:
     conda:
         "../envs/mapbench.yaml"
     log:
-        f"{R}/logs/train/{{dataset}}/denoiser.log",
+        f"{R}/logs/train/{{source}}/denoiser.log",
     benchmark:
-        f"{R}/benchmarks/train/{{dataset}}/denoiser.tsv"
+        f"{R}/benchmarks/train/{{source}}/denoiser.tsv"
     shell:
         "{params.mb} train-denoiser --data {input.data} {params.args} --state {params.state} "
         "--threads {threads} --device {params.device} --out {output.pt} > {log} 2>&1"
@@ -54,16 +76,18 @@ rule train_denoiser:
 
 rule distill_consistency:
     input:
-        data=lambda w: dataset_file(w.dataset),
-        teacher=lambda w: teacher(w.dataset),
+        data=lambda w: training_data(w.source),
+        teacher=lambda w: teacher(w.source),
     output:
-        pt=f"{R}/train/{{dataset}}/consistency.pt",
-        json=f"{R}/train/{{dataset}}/consistency.json",
+        pt=f"{R}/train/{{source}}/consistency.pt",
+        json=f"{R}/train/{{source}}/consistency.json",
     params:
         mb=MAPBENCH,
-        args=lambda w: cli_flags(config["train"]["consistency"]),
-        state=f"{R}/train/{{dataset}}/consistency.state.pt",
+        args=lambda w: cli_flags(train_settings(w.source, "consistency")),
+        state=f"{R}/train/{{source}}/consistency.state.pt",
         device=config["device"],
+    wildcard_constraints:
+        source=_alternatives(network_sources()),
     threads: resource("distill_consistency", "threads", 2)
     resources:
         mem_mb=resource("distill_consistency", "mem_mb", 4000),
@@ -72,9 +96,9 @@ rule distill_consistency:
     conda:
         "../envs/mapbench.yaml"
     log:
-        f"{R}/logs/train/{{dataset}}/consistency.log",
+        f"{R}/logs/train/{{source}}/consistency.log",
     benchmark:
-        f"{R}/benchmarks/train/{{dataset}}/consistency.tsv"
+        f"{R}/benchmarks/train/{{source}}/consistency.tsv"
     shell:
         "{params.mb} distill-consistency --data {input.data} --teacher {input.teacher} {params.args} "
         "--state {params.state} --threads {threads} --device {params.device} --out {output.pt} "
@@ -121,8 +145,9 @@ rule sample_prior:
         "--grid {output.grid} --out {output.json} > {log} 2>&1"
 
 
-# `snakemake train`: make every network the config's learned priors name under {R}/train/,
-# even where a committed checkpoint exists (copy them over the committed ones to use them).
+# `snakemake train`: make every network the config's edm_unet and gmm_nets priors name under
+# {R}/train/, even where a committed checkpoint exists (copy them over the committed ones to use
+# them).
 rule train:
     input:
-        [TRAINED.format(dataset=d, network=n) for d, n in trained_networks()],
+        [TRAINED.format(source=s, network=n) for s, n in trained_networks()],
