@@ -57,7 +57,8 @@ def network_error(mixture, networks, sigmas=SIGMAS, n: int = 256, seed: int = 0,
 
 
 def plot(rows: list[dict], path, title: str) -> None:
-    """Relative RMS error against sigma (log-log), one line per measure."""
+    """Relative RMS error against sigma (log-log), one line per measure (an exact 0, C at
+    ``sigma_min``, is left out of the log axis)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -69,7 +70,8 @@ def plot(rows: list[dict], path, title: str) -> None:
     sigmas = [r["sigma"] for r in rows]
     for key, label in labels.items():
         if key in rows[0]:
-            ax.plot(sigmas, [r[key] for r in rows], marker="o", ms=3, label=label)
+            ax.plot(sigmas, [r[key] if r[key] > 0 else float("nan") for r in rows],  # 0: C at sigma_min
+                    marker="o", ms=3, label=label)
     ax.set(xscale="log", yscale="log", xlabel="sigma", ylabel="relative RMS error", title=title)
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(fontsize=7)

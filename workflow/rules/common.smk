@@ -521,6 +521,7 @@ TRAINED_KINDS = ("edm_unet", "gmm_nets")
 TRAINED = f"{R}/train/{{source}}/{{network}}.pt"
 DRAWS = f"{R}/train/{{source}}/draws.npz"
 SAMPLES = f"{R}/priors/{{prior}}/samples"
+NETWORK_ERROR = f"{R}/priors/{{prior}}/network_error"
 
 
 def learned_priors():
@@ -601,7 +602,14 @@ def sample_inputs(wildcards):
 
 
 def sample_outputs():
-    return [f"{SAMPLES.format(prior=n)}.{ext}" for n in learned_priors() for ext in ("png", "json")]
+    """The checks of trained networks: the sample check of edm_unet priors, the network error
+    against the exact networks of gmm_nets priors."""
+    return ([f"{SAMPLES.format(prior=n)}.{ext}" for n in learned_priors() for ext in ("png", "json")]
+            + [f"{NETWORK_ERROR.format(prior=n)}.{ext}" for n in mixture_net_priors() for ext in ("png", "json")])
+
+
+def mixture_net_priors():
+    return [n for n, p in config["priors"].items() if p["kind"] == "gmm_nets"]
 
 
 def has_oracle(prior, task):

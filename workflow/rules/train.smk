@@ -145,6 +145,41 @@ rule sample_prior:
         "--grid {output.grid} --out {output.json} > {log} 2>&1"
 
 
+rule network_error:
+    input:
+        unpack(lambda w: spec_files(w.prior)),
+    output:
+        plot=report(f"{NETWORK_ERROR}.png", caption="../report/network_error.rst",
+                    category="Learned prior", subcategory="{prior}",
+                    labels=lambda w: {"file": "network_error.png", "prior": w.prior}),
+        json=report(f"{NETWORK_ERROR}.json", caption="../report/network_error.rst",
+                    category="Learned prior", subcategory="{prior}",
+                    labels=lambda w: {"file": "network_error.json", "prior": w.prior}),
+    params:
+        mb=MAPBENCH,
+        consistency=lambda w, input: f"--consistency {shlex.quote(input.consistency)}"
+        if "consistency" in input.keys() else "",
+        n=config["train"]["gmm_nets"]["error_draws"],
+        seed=config["seed"],
+    wildcard_constraints:
+        prior=_alternatives(mixture_net_priors()),
+    threads: resource("network_error", "threads", 1)
+    resources:
+        mem_mb=resource("network_error", "mem_mb", 2000),
+        runtime=resource("network_error", "runtime", 30),
+        gpu=resource("network_error", "gpu", 0),
+    conda:
+        "../envs/mapbench.yaml"
+    log:
+        f"{R}/logs/network_error/{{prior}}.log",
+    benchmark:
+        f"{R}/benchmarks/network_error/{{prior}}.tsv"
+    shell:
+        "{params.mb} network-error --mixture {input.mixture} --denoiser {input.denoiser} "
+        "{params.consistency} --n {params.n} --seed {params.seed} --threads {threads} "
+        "--out {output.json} --plot {output.plot} > {log} 2>&1"
+
+
 # `snakemake train`: make every network the config's edm_unet and gmm_nets priors name under
 # {R}/train/, even where a committed checkpoint exists (copy them over the committed ones to use
 # them).
