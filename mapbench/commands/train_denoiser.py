@@ -79,7 +79,8 @@ def summary(args, cfg, history, seconds: float) -> dict:
     with np.load(args.data, allow_pickle=False) as f:
         mixture = {k.removeprefix("mixture_"): f[k].tolist() for k in f.files if k.startswith("mixture_")}
     return {"data": str(args.data), "data_sha256": sha256(args.data), "config": dataclasses.asdict(cfg),
-            "init": args.init, "seconds": round(seconds, 1),
+            "init": args.init and {"path": str(args.init), "sha256": sha256(args.init)},
+            "seconds": round(seconds, 1),
             "final_loss": sum(tail) / len(tail) if tail else None,
             "seconds_per_step": history[-1][2] if history else None, "log": history,
             **({"mixture": mixture} if mixture else {})}
