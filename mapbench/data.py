@@ -101,7 +101,7 @@ def read_split(path: str | Path, split: str = "test", floats: bool = False) -> n
         raise UserError(f"{path}: not a readable dataset .npz ({e})") from None
     dtypes = (np.uint8, np.float32) if floats else (np.uint8,)
     if images.dtype not in dtypes or images.ndim != 4:
-        raise UserError(f"{path}: split {split!r} must be {' or '.join(map(str, dtypes))} "
+        raise UserError(f"{path}: split {split!r} must be {' or '.join(np.dtype(d).name for d in dtypes)} "
                         f"[N, C, H, W], got {images.dtype} {images.shape}")
     return images
 

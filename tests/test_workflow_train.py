@@ -28,6 +28,7 @@ def learned_config(work, denoiser, consistency):
                "sample": {"n_samples": 4, "heun_steps": 2}},
         evaluate={"enabled": False, "weights_dir": WEIGHTS},
         select={"metric": "psnr"},   # without evaluate there is no LPIPS to select a learned prior's setting by
+        cost={"cap": 40},   # map_ga s2_i1 on edm_ode: C is 2 ode_steps = 4 network forwards (34 per image)
         tables={"metrics": ["psnr", "ssim"], "bootstrap_resamples": 50},
         figures={"noiseless": {"tasks": ["box50"], "solvers": ["map_ga"]},
                  "noisy": {"tasks": ["box50"], "solvers": ["dps"]}},
