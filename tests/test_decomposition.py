@@ -105,6 +105,14 @@ def test_command_writes_the_table(tmp_path, capsys):
     assert capsys.readouterr().out.startswith(md)
     tex = (tmp_path / "tables" / "decomposition.tex").read_text()
     assert tex.count(r"\begin{tabular}") == 1 and "network's part" in tex
+    table = decomposition.decompose(df, PAIRS, tables.Options()).set_index("solver")  # the command's
+    for solver, name in (("map_ga", "MAP-GA"), ("pgdm", "PGDM")):   # its row: three parts, n
+        r, want = table.loc[solver], expected[solver]
+        cells = [f"{want[k]:.3f}{'}' if k == 'network' else ''}^{{+{r[k + '_hi'] - r[k]:.3f}}}"
+                 f"_{{-{r[k] - r[k + '_lo']:.3f}}}$" for k in ("exact", "learned", "network")]
+        line = next(line for line in tex.splitlines() if line.startswith(f"{name} & 0 & "))
+        assert all(c in line for c in cells) and line.endswith(f"& {N} \\\\"), line
+        assert r"\mathbf{" + f"{want['network']:.3f}" in line     # bold: its interval excludes 0
     assert "<table" in (tmp_path / "tables" / "decomposition.html").read_text()
     with pytest.raises(SystemExit):
         main(["decomposition", str(metrics), "--pair", "gmm_nets"])
