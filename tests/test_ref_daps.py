@@ -13,6 +13,7 @@ zhangbingliang2019/DAPS, branch ``legacy``, ``sampler.py``).
   tau^2)``, whose discretised (ULA) law after ``J`` steps has mean ``m + (I - eta P)^J (x0_hat -
   m)`` and stationary covariance ``(P (I - eta P / 2))^{-1}``: 400 chains match both.
 """
+import inspect
 import math
 
 import numpy as np
@@ -185,3 +186,12 @@ def test_every_operator_counted_and_batch_invariant(task):
         one = daps(prior, op, y[1:], sigmas, sigma_y=sigma_y, generators=gens([2]), iters=iters,
                    ode_steps=ode_steps)
         torch.testing.assert_close(one, x[1:], rtol=1e-4, atol=1e-4)
+
+
+def test_defaults_are_the_authors_pixel_space_settings():
+    """DAPS-1K's ODE steps and the Langevin settings of the official ``lgvd_config`` for the
+    pixel-space linear tasks (``config/task/*.yaml``, branch legacy)."""
+    from mapbench.solvers.daps import daps
+    defaults = {k: p.default for k, p in inspect.signature(daps).parameters.items()
+                if p.default is not inspect.Parameter.empty and k != "x_init"}
+    assert defaults == {"ode_steps": 5, "lr": 1e-4, "tau": 0.01, "lr_min_ratio": 0.01}

@@ -21,6 +21,7 @@
     (``mapbench.oracle.Posterior``; it is the true posterior up to O(rho^2)): chains started at
     ``H^+ y`` reach its mean and covariance.
 """
+import inspect
 import math
 
 import pytest
@@ -220,3 +221,12 @@ def test_network_calls_are_counted_and_rho_must_stay_above_sigma_min():
     with pytest.raises(UserError, match="sigma_min"):
         pnp_dm(prior, op, y, karras_sigmas(4), sigma_y=0.1, generators=gens(), iters=3,
                rho0=0.01, rho_min=0.0, decay=0.1)
+
+
+def test_defaults_are_the_authors_linear_task_settings():
+    """``sampler.rho=10``, ``rho_decay_rate=0.9``, ``rho_min=0.3`` of the official configs for
+    every linear task."""
+    from mapbench.solvers.pnp_dm import pnp_dm
+    defaults = {k: p.default for k, p in inspect.signature(pnp_dm).parameters.items()
+                if p.default is not inspect.Parameter.empty and k not in ("x_init", "iters")}
+    assert defaults == {"rho0": 10.0, "decay": 0.9, "rho_min": 0.3}
