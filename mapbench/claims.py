@@ -35,7 +35,6 @@ from pathlib import Path
 import pandas as pd
 
 from mapbench import html
-from mapbench.io import atomic_path
 from mapbench.latex import Row, latex_escape, number, render
 from mapbench.select import lower_is_better
 from mapbench.summarise import (IMAGE, Difference, compare, per_image, significantly_better,
@@ -279,11 +278,4 @@ def latex(checked: pd.DataFrame, opts) -> str:
 
 def write(checked: pd.DataFrame, opts, out_dir: str | Path) -> list[Path]:
     """``claims.tex`` (and ``claims.html`` beside it) and ``claims.md`` under ``out_dir``."""
-    out_dir = Path(out_dir)
-    tex = latex(checked, opts)
-    with atomic_path(out_dir / "claims.tex") as tmp:
-        tmp.write_text(tex)
-    with atomic_path(out_dir / "claims.md") as tmp:
-        tmp.write_text(markdown(checked, opts))
-    return [out_dir / "claims.tex", html.write_beside(out_dir / "claims.tex", tex),
-            out_dir / "claims.md"]
+    return html.write_table_files(out_dir, "claims", latex(checked, opts), markdown(checked, opts))

@@ -28,7 +28,6 @@ import pandas as pd
 
 from mapbench import html
 from mapbench.errors import UserError
-from mapbench.io import atomic_path
 from mapbench.latex import Row, latex_escape, render, value_cell
 from mapbench.select import CELL
 from mapbench.summarise import IMAGE, dedupe, interval, paired_difference, reported_rows, tuples
@@ -221,11 +220,4 @@ def latex(table: pd.DataFrame, opts) -> str:
 
 def write(table: pd.DataFrame, opts, out_dir: str | Path) -> list[Path]:
     """``decomposition.tex`` (and ``.html`` beside it) and ``decomposition.md`` under ``out_dir``."""
-    out_dir = Path(out_dir)
-    tex = latex(table, opts)
-    with atomic_path(out_dir / "decomposition.tex") as tmp:
-        tmp.write_text(tex)
-    with atomic_path(out_dir / "decomposition.md") as tmp:
-        tmp.write_text(markdown(table, opts))
-    return [out_dir / "decomposition.tex", html.write_beside(out_dir / "decomposition.tex", tex),
-            out_dir / "decomposition.md"]
+    return html.write_table_files(out_dir, "decomposition", latex(table, opts), markdown(table, opts))

@@ -189,6 +189,16 @@ def write_beside(tex_path: str | Path, tex_text: str) -> Path:
     return path
 
 
+def write_table_files(out_dir: str | Path, stem: str, tex: str, md: str) -> list[Path]:
+    """``stem.tex``, ``stem.html`` beside it and ``stem.md`` under ``out_dir``; atomic."""
+    tex_path, md_path = Path(out_dir) / f"{stem}.tex", Path(out_dir) / f"{stem}.md"
+    with atomic_path(tex_path) as tmp:
+        tmp.write_text(tex)
+    with atomic_path(md_path) as tmp:
+        tmp.write_text(md)
+    return [tex_path, write_beside(tex_path, tex), md_path]
+
+
 def fid_summary(sample_check: str | Path) -> str:
     """A sample check's JSON (``mapbench sample-prior --out``) in one line: FID per sampler."""
     samplers = json.loads(Path(sample_check).read_text())["samplers"]
