@@ -129,7 +129,7 @@ def test_killed_solve_leaves_no_partial_output_and_rerun_matches(tmp_path, prior
     # 2. killed mid-run: two jobs in one process, SIGKILL after the first one's line
     runs = [{"solver": "pgdm", "steps": 2, "iters": 1, "out": str(out_dir / "b.parquet"),
              "images_out": str(out_dir / "b.npz")},
-            {"solver": "map_ga_d", "steps": 400, "iters": 5, "out": str(out_dir / "c.parquet"),
+            {"solver": "map_ga_d", "steps": 4000, "iters": 20, "out": str(out_dir / "c.parquet"),
              "images_out": str(out_dir / "c.npz")}]
     args = [*base_args(prior), "--runs", json.dumps(runs)]
     p = subprocess.Popen([sys.executable, "-m", "mapbench.cli", *args], cwd=ROOT,
