@@ -35,6 +35,13 @@ def atomic_path(target: str | os.PathLike):
         raise
 
 
+def write_json(target: str | os.PathLike, obj) -> None:
+    """``obj`` as indented JSON with a final newline, atomically."""
+    import json
+    with atomic_path(target) as tmp:
+        tmp.write_text(json.dumps(obj, indent=1) + "\n")
+
+
 def write_error(e: OSError, target: Path) -> OSError:
     """The same error (its errno, hence its OSError subclass) naming ``target``, not the temporary
     file: disk full, read-only file system, permission denied."""

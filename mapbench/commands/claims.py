@@ -10,25 +10,22 @@ from __future__ import annotations
 
 
 def run(args) -> int:
-    from mapbench import aggregate, claims, summarise, tables
-    from mapbench.commands.tables import load_choices, load_options
+    from mapbench import aggregate, claims, summarise
+    from mapbench.commands.tables import load_choices, print_and_write, table_options
 
-    opts = tables.Options.from_dict(load_options(args.options).get("tables"))
+    opts = table_options(args)
     choices = load_choices(args.choices, args.metrics)
     rows = summarise.reported_rows(aggregate.read(args.metrics), choices)
     checked = claims.check(rows, opts, choices)
-    print(claims.markdown(checked, opts), end="")
-    for path in claims.write(checked, opts, args.out_dir) if args.out_dir else []:
-        print(path)
+    print_and_write(claims.markdown(checked, opts), lambda d: claims.write(checked, opts, d), args.out_dir)
     return 0
 
 
 def register(sub) -> None:
+    from mapbench.commands.tables import add_selection_args
     p = sub.add_parser("claims", help="check the papers' claims on a run's test images "
                        "(confirmed, refuted or inconclusive, with paired intervals)")
     p.add_argument("metrics", help="aggregated metrics .parquet (results/metrics.parquet)")
-    p.add_argument("--choices", help="the chosen settings (default: selection/choices.parquet "
-                   "beside the metrics file, when there)")
-    p.add_argument("--options", help="JSON (or a JSON/YAML file) with a `tables:` section")
+    add_selection_args(p)
     p.add_argument("--out-dir", help="also write claims.tex, claims.html and claims.md here")
     p.set_defaults(func=run)

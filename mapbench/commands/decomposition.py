@@ -20,26 +20,24 @@ def pair(text: str) -> tuple[str, str]:
 
 
 def run(args) -> int:
-    from mapbench import aggregate, decomposition, tables
-    from mapbench.commands.tables import load_choices, load_options
+    from mapbench import aggregate, decomposition
+    from mapbench.commands.tables import load_choices, print_and_write, table_options
 
-    opts = tables.Options.from_dict(load_options(args.options).get("tables"))
+    opts = table_options(args)
     table = decomposition.decompose(aggregate.read(args.metrics), dict(args.pair), opts,
                                     load_choices(args.choices, args.metrics))
-    print(decomposition.markdown(table, opts), end="")
-    for path in decomposition.write(table, opts, args.out_dir) if args.out_dir else []:
-        print(path)
+    print_and_write(decomposition.markdown(table, opts), lambda d: decomposition.write(table, opts, d),
+                    args.out_dir)
     return 0
 
 
 def register(sub) -> None:
+    from mapbench.commands.tables import add_selection_args
     p = sub.add_parser("decomposition", help="the oracle's gap with exact and with learned "
                        "networks, and the network's part (paired, on the same test images)")
     p.add_argument("metrics", help="aggregated metrics .parquet (results/metrics.parquet)")
     p.add_argument("--pair", type=pair, action="append", required=True, metavar="LEARNED=EXACT",
                    help="a gmm_nets prior and its mixture's gmm prior (repeatable)")
-    p.add_argument("--choices", help="the chosen settings (default: selection/choices.parquet "
-                   "beside the metrics file, when there)")
-    p.add_argument("--options", help="JSON (or a JSON/YAML file) with a `tables:` section")
+    add_selection_args(p)
     p.add_argument("--out-dir", help="also write decomposition.tex, .html and .md here")
     p.set_defaults(func=run)

@@ -3,15 +3,13 @@ against the mixture's exact ``D`` and ``C`` over a sigma grid (``mapbench.networ
 a JSON of the rows and a log-log plot."""
 from __future__ import annotations
 
-import json
-
 from mapbench.commands.train_denoiser import positive
 
 
 def run(args) -> int:
     import torch
 
-    from mapbench.io import atomic_path
+    from mapbench.io import write_json
     from mapbench.network_error import SIGMAS, network_error, plot
     from mapbench.priors.mixture_nets import mixture_networks
     torch.set_num_threads(args.threads)
@@ -19,10 +17,9 @@ def run(args) -> int:
     rows = network_error(prior.mixture, prior.networks, args.sigmas or SIGMAS, n=args.n, seed=args.seed)
     for r in rows:
         print("  ".join(f"{k} {v:.4g}" for k, v in r.items()), flush=True)
-    with atomic_path(args.out) as tmp:
-        tmp.write_text(json.dumps({"mixture": str(args.mixture), "denoiser": str(args.denoiser),
-                                   "consistency": args.consistency and str(args.consistency),
-                                   "n": args.n, "seed": args.seed, "rows": rows}, indent=1) + "\n")
+    write_json(args.out, {"mixture": str(args.mixture), "denoiser": str(args.denoiser),
+                          "consistency": args.consistency and str(args.consistency),
+                          "n": args.n, "seed": args.seed, "rows": rows})
     plot(rows, args.plot, f"learned vs exact networks ({args.n} draws per sigma)")
     return 0
 

@@ -12,7 +12,6 @@ the batch size. FID on a few hundred images is biased upwards: compare values at
 """
 from __future__ import annotations
 
-import json
 import time
 
 from mapbench.commands.train_denoiser import positive
@@ -50,7 +49,7 @@ def run(args) -> int:
 
     from mapbench.commands.solve import pick_device
     from mapbench.data import load_split, to_uint8
-    from mapbench.io import atomic_path
+    from mapbench.io import atomic_path, write_json
     from mapbench.priors.learned import load_learned_prior
     torch.set_num_threads(args.threads)
     device = pick_device(args.device)
@@ -90,9 +89,8 @@ def run(args) -> int:
             results[name]["reference_n"] = len(reference)
             print(f"{name}: FID {results[name]['fid']:.2f} KID {results[name]['kid']:.4f} "
                   f"({len(im)} samples vs {len(reference)} test images)", flush=True)
-    with atomic_path(args.out) as tmp:
-        tmp.write_text(json.dumps({"prior": str(args.prior), "data": str(args.data), "seed": args.seed,
-                                   "samplers": results}, indent=1) + "\n")
+    write_json(args.out, {"prior": str(args.prior), "data": str(args.data), "seed": args.seed,
+                          "samplers": results})
     return 0
 
 

@@ -34,10 +34,30 @@ def load_choices(choices: str | None, metrics: str):
     return None
 
 
+def table_options(args):
+    """``--options``' `tables:` section as ``mapbench.tables.Options``."""
+    from mapbench import tables
+    return tables.Options.from_dict(load_options(args.options).get("tables"))
+
+
+def add_selection_args(p) -> None:
+    """``--choices`` and ``--options``, which every report command reads."""
+    p.add_argument("--choices", help="the chosen settings (default: selection/choices.parquet "
+                   "beside the metrics file, when there)")
+    p.add_argument("--options", help="JSON (or a JSON/YAML file) with a `tables:` section")
+
+
+def print_and_write(markdown: str, write, out_dir) -> None:
+    """Print a report table's Markdown; with ``out_dir``, ``write(out_dir)`` and the paths."""
+    print(markdown, end="")
+    for path in write(out_dir) if out_dir else []:
+        print(path)
+
+
 def run(args) -> int:
     from mapbench import aggregate, tables
 
-    opts = tables.Options.from_dict(load_options(args.options).get("tables"))
+    opts = table_options(args)
     df = aggregate.read(args.metrics)
     for path in tables.write_all(df, opts, args.out_dir, load_choices(args.choices, args.metrics)):
         print(path)
@@ -47,8 +67,6 @@ def run(args) -> int:
 def register(sub) -> None:
     p = sub.add_parser("tables", help="write the LaTeX (and HTML) tables from results/metrics.parquet")
     p.add_argument("--metrics", required=True, help="aggregated metrics .parquet")
-    p.add_argument("--choices", help="the chosen settings (default: selection/choices.parquet "
-                   "beside the metrics file, when there)")
-    p.add_argument("--options", help="JSON (or a JSON/YAML file) with a `tables:` section")
+    add_selection_args(p)
     p.add_argument("--out-dir", required=True)
     p.set_defaults(func=run)

@@ -32,7 +32,7 @@ from torch import nn
 
 from mapbench.data import sha256
 from mapbench.errors import UserError
-from mapbench.io import atomic_path
+from mapbench.io import atomic_path, write_json
 from mapbench.priors.checkpoint import IGNORED_KEYS, on_device, load_mapping, load_state_checked
 from mapbench.schedule import SIGMA_MIN
 
@@ -61,8 +61,7 @@ def save_network(net: nn.Module, network: str, arch: dict, path: str | Path, **i
         torch.save(state, tmp)
     config = {"format": FORMAT, "network": network, "arch": arch, "sha256": sha256(path),
               "n_params": sum(v.numel() for v in state.values()), **info}
-    with atomic_path(config_path(path)) as tmp:
-        tmp.write_text(json.dumps(config, indent=1) + "\n")
+    write_json(config_path(path), config)
     return path
 
 
